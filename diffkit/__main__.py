@@ -1,0 +1,3 @@
+from diffkit.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Run configuration and the one table of presets.
+
+A run is fully described by a RunConfig; it is written to every checkpoint, so a run directory
+alone rebuilds its degradation, network and sampler.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from diffkit.errors import DiffkitError
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist"
+    degradation: str = "gaussian"
+    degradation_options: dict = field(default_factory=dict)
+    network: str = "unet"
+    network_options: dict = field(default_factory=dict)
+    sampler: str = "ddim"  # what `diffkit sample` uses unless told otherwise
+    sampler_options: dict = field(default_factory=dict)
+    sample_steps: int | None = None  # None: the sampler's default
+    steps: int = 10_000  # optimizer steps
+    batch_size: int = 128
+    lr: float = 2e-4
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise DiffkitError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.sample_steps is not None and self.sample_steps < 1:
+            raise DiffkitError(f"sample steps must be a positive integer, got {self.sample_steps}")
+        if not self.lr > 0:
+            raise DiffkitError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise DiffkitError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DiffkitError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+PRESETS = {
+    # The seed project's defaults (Prince, Understanding Deep Learning coursework).
+    "coursework": dict(
+        degradation="gaussian",
+        degradation_options=dict(schedule="linear", T=1000, beta_start=1e-4, beta_end=0.02, prediction="eps"),
+        network="cnn",
+        network_options=dict(hidden=[16, 32, 32, 16]),
+        sampler="ddpm",
+        steps=20_000, batch_size=128, lr=2e-4, ema_decay=0.999,
+    ),
+    # A second set worth comparing: cosine schedule, a wider CNN, a higher learning rate with warm-up.
+    "coursework-alt": dict(
+        degradation="gaussian",
+        degradation_options=dict(schedule="cosine", T=1000, prediction="eps"),
+        network="cnn",
+        network_options=dict(hidden=[32, 64, 64, 32]),
+        sampler="ddpm",
+        steps=20_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
+    ),
+    # Recognisable digits in under 10 minutes on 2 CPU cores (see docs/benchmarks.md).
+    "quick": dict(
+        degradation="gaussian",
+        degradation_options=dict(schedule="cosine", T=1000, prediction="v"),
+        network="unet",
+        network_options=dict(base_channels=32, channel_mults=[1, 2, 2], patch_size=2),
+        sampler="ddim", sample_steps=50,
+        steps=1800, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=200,
+    ),
+}
+
+
+def preset(name):
+    if name not in PRESETS:
+        raise DiffkitError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[name])

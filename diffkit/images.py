@@ -1,0 +1,19 @@
+"""Image files: sample grids and trajectory strips as PNG, written atomically."""
+
+import math
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from diffkit.atomic import atomic_path
+
+
+def save_grid(path, images, nrow=None):
+    """Save uint8 images (N, C, H, W) as one PNG grid, nrow per row (default: square)."""
+    images = torch.as_tensor(images)
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=255)  # uint8 in, uint8 out
+    array = grid.permute(1, 2, 0).numpy()
+    with atomic_path(path) as tmp:
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(tmp, format="PNG")

@@ -1,0 +1,113 @@
+"""The plugin manager: loads every `diffkit` entry point once and collects what each registers.
+
+Built-ins come in through the same entry points as third-party plugins. A plugin that fails to
+import is reported and skipped; two plugins registering one component name is an error naming both.
+"""
+
+import importlib.metadata
+from dataclasses import dataclass
+
+import click
+import pluggy
+
+from diffkit import hookspecs
+from diffkit.errors import DiffkitError
+
+KINDS = ("degradations", "networks", "samplers")
+
+_manager = None
+failed_plugins = []  # (entry point name, distribution, error) for plugins that did not import
+_distributions = {}  # plugin name -> (distribution name, version)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component and who provided it."""
+
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+    distribution: str
+    version: str
+
+
+def manager():
+    """The plugin manager, with every installed `diffkit` entry point loaded (once)."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager("diffkit")
+        pm.add_hookspecs(hookspecs)
+        for ep in importlib.metadata.entry_points(group="diffkit"):
+            dist = (ep.dist.name, ep.dist.version) if ep.dist else ("unknown", "")
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as exc:  # a broken plugin must not take the rest down
+                failed_plugins.append((ep.name, dist[0], f"{type(exc).__name__}: {exc}"))
+                click.echo(f"Warning: plugin {ep.name!r} ({dist[0]}) failed to load and was skipped: "
+                           f"{type(exc).__name__}: {exc}", err=True)
+                continue
+            _distributions[ep.name] = dist
+        pm.check_pending()
+        _manager = pm
+    return _manager
+
+
+def _base_class(kind):
+    from diffkit.degradation import Degradation
+    from diffkit.network import Network
+    from diffkit.sampler import Sampler
+
+    return {"degradations": Degradation, "networks": Network, "samplers": Sampler}[kind]
+
+
+def components(kind):
+    """{name: Component} for one kind, gathered by calling each plugin's register hook."""
+    pm = manager()
+    base = _base_class(kind)
+    found = {}
+    for impl in getattr(pm.hook, f"register_{kind}").get_hookimpls():
+        dist, version = _distributions.get(impl.plugin_name, ("(registered at runtime)", ""))
+
+        def register(cls, name, _plugin=impl.plugin_name, _dist=dist, _version=version):
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise DiffkitError(f"plugin {_plugin!r} registered {name!r} as one of the {kind}, "
+                                   f"but it is not a subclass of {base.__name__}")
+            if name in found:
+                raise DiffkitError(f"{kind[:-1]} name {name!r} is registered by both plugin "
+                                   f"{found[name].plugin!r} and plugin {_plugin!r}")
+            found[name] = Component(kind[:-1], name, cls, _plugin, _dist, _version)
+
+        impl.function(register=register)
+    return found
+
+
+def get_component(kind, name):
+    """The component called `name`, or an error that lists the known names."""
+    found = components(kind)
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none installed"
+        raise DiffkitError(f"unknown {kind[:-1]} {name!r}; known {kind}: {known}")
+    return found[name]
+
+
+def plugin_table():
+    """One dict per loaded or failed plugin: distribution, version and what it registers."""
+    pm = manager()
+    rows = {}
+    for plugin_name in sorted(name for name, _ in pm.list_name_plugin()):
+        dist, version = _distributions.get(plugin_name, ("(registered at runtime)", ""))
+        rows[plugin_name] = {"name": plugin_name, "distribution": dist, "version": version,
+                             "status": "loaded", **{kind: [] for kind in KINDS}}
+    for kind in KINDS:
+        for component in components(kind).values():
+            rows[component.plugin][kind].append(component.name)
+    for name, dist, error in failed_plugins:
+        rows[name] = {"name": name, "distribution": dist, "version": "", "status": f"failed: {error}",
+                      **{kind: [] for kind in KINDS}}
+    return list(rows.values())
+
+
+def provenance(*components_used):
+    """{component name: "distribution version"} for recording in every output."""
+    return {f"{c.kind}:{c.name}": f"{c.distribution} {c.version}".strip() for c in components_used}

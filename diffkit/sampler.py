@@ -1,0 +1,50 @@
+"""The Sampler contract: walk from prior draws x_T back to images x_0 in [-1, 1]."""
+
+import torch
+
+from diffkit.degradation import NoOptions
+
+
+class Sampler:
+    Options = NoOptions
+    description = ""
+
+    def __init__(self, options=None):
+        self.options = options if options is not None else self.Options()
+
+    def supports(self, degradation):
+        """Whether this sampler can run with `degradation` (checked before sampling)."""
+        return True
+
+    def default_steps(self, degradation):
+        return degradation.T
+
+    def nfe(self, degradation, steps):
+        """Network evaluations per sample."""
+        return steps
+
+    def step(self, network, degradation, x, t, s, generator=None):
+        """One reverse jump x_t -> x_s (s < t)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None):
+        """Return x_0 for the batch x_T, and with trajectory=True also the list [x_T, ..., x_0].
+
+        on_step(), if given, is called after every network evaluation (for progress bars)."""
+        x, path = x_T, [x_T]
+        for t, s in timestep_pairs(degradation.T, steps):
+            x = self.step(network, degradation, x, t, s, generator)
+            if trajectory:
+                path.append(x)
+            if on_step:
+                on_step()
+        return (x, path) if trajectory else x
+
+
+def timestep_pairs(T, steps):
+    """[(t, s), ...] from T down to 0 in `steps` evenly spaced jumps, each s < t."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
+    grid = torch.linspace(T, 0, steps + 1).round().long().tolist()
+    return list(zip(grid[:-1], grid[1:]))

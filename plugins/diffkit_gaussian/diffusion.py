@@ -1,0 +1,108 @@
+"""Gaussian diffusion (Ho et al. 2020), named as in openai/improved-diffusion.
+
+Arrays are indexed by t = 0..T with t = 0 the clean image: alphas_cumprod[0] = 1, betas[0] = 0,
+so `alphas_cumprod[t]` is ᾱ_t of the papers without off-by-one shifts.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from diffkit.degradation import Degradation
+
+
+@dataclass
+class GaussianOptions:
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: Literal["eps", "x0", "v"] = "eps"
+
+    def __post_init__(self):
+        if self.T < 1:
+            raise ValueError(f"T must be at least 1, got {self.T}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ValueError("need 0 < beta_start < beta_end < 1")
+
+
+def linear_betas(T, beta_start, beta_end):
+    """Ho et al.'s linear schedule; endpoints scaled by 1000/T so any T spans the same noise."""
+    scale = 1000 / T
+    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64).clamp(max=0.999)
+
+
+def cosine_betas(T, s=0.008):
+    """Nichol & Dhariwal's cosine schedule: ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2) / ᾱ(0)."""
+    def f(t):
+        return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+
+    return torch.tensor([min(1 - f(t) / f(t - 1), 0.999) for t in range(1, T + 1)], dtype=torch.float64)
+
+
+def _at(values, t, x):
+    """values[t] shaped to broadcast against the batch x."""
+    return values[t].float().view(-1, *([1] * (x.dim() - 1)))
+
+
+class GaussianDiffusion(Degradation):
+    Options = GaussianOptions
+    description = "Gaussian noise, DDPM (Ho et al. 2020): linear or cosine schedule, eps/x0/v target"
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        o = self.options
+        betas = linear_betas(o.T, o.beta_start, o.beta_end) if o.schedule == "linear" else cosine_betas(o.T)
+        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
+
+    def q_sample(self, x0, t, noise):
+        """z_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε."""
+        a = self.alphas_cumprod
+        return _at(a.sqrt(), t, x0) * x0 + _at((1 - a).sqrt(), t, x0) * noise
+
+    def degrade(self, x0, t, generator=None):
+        noise = torch.randn(x0.shape, generator=generator)
+        return self.q_sample(x0, t, noise)
+
+    def loss(self, network, x0, generator=None):
+        """‖target − network(z_t, t)‖² with target ε, x0 or v, t ~ U{1..T}."""
+        t = self.sample_timesteps(x0.shape[0], generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = self.q_sample(x0, t, noise)
+        target = {"eps": noise, "x0": x0, "v": self.velocity(x0, noise, t)}[self.options.prediction]
+        return (network(x_t, t) - target).pow(2).mean()
+
+    def velocity(self, x0, noise, t):
+        """v = sqrt(ᾱ_t)·ε − sqrt(1 − ᾱ_t)·x0 (Salimans & Ho 2022)."""
+        a = self.alphas_cumprod
+        return _at(a.sqrt(), t, x0) * noise - _at((1 - a).sqrt(), t, x0) * x0
+
+    def predict_x0(self, network, x_t, t):
+        out = network(x_t, t)
+        a = self.alphas_cumprod
+        if self.options.prediction == "x0":
+            return out
+        if self.options.prediction == "v":
+            return _at(a.sqrt(), t, x_t) * x_t - _at((1 - a).sqrt(), t, x_t) * out
+        return (x_t - _at((1 - a).sqrt(), t, x_t) * out) / _at(a.sqrt(), t, x_t)
+
+    def eps_from_x0(self, x_t, t, x0):
+        a = self.alphas_cumprod
+        return (x_t - _at(a.sqrt(), t, x_t) * x0) / _at((1 - a).sqrt(), t, x_t)
+
+    def q_posterior_mean_variance(self, x0, x_t, t, s):
+        """Mean and variance of q(x_s | x_t, x0) for s < t (s = t − 1 is Ho et al.'s posterior)."""
+        a_t, a_s = self.alphas_cumprod[t], self.alphas_cumprod[s]
+        beta = 1 - a_t / a_s  # the effective β of the jump s -> t
+        coef_x0 = a_s.sqrt() * beta / (1 - a_t)
+        coef_xt = (1 - beta).sqrt() * (1 - a_s) / (1 - a_t)
+        variance = beta * (1 - a_s) / (1 - a_t)
+        shape = (-1, *([1] * (x_t.dim() - 1)))
+        mean = coef_x0.float().view(shape) * x0 + coef_xt.float().view(shape) * x_t
+        return mean, variance.float().view(shape)
+
+    def sample_prior(self, n, shape, generator=None):
+        return torch.randn((n, *shape), generator=generator)

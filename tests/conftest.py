@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from diffkit.plugins import manager
+
+ROOT = Path(__file__).resolve().parents[1]
+if "DIFFKIT_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
+    os.environ["DIFFKIT_DATA"] = str(ROOT.parent / "shared" / "data")
+
+# Tiny components: every CLI test trains in a second or two.
+TINY = ["-o", "T=20", "-o", "hidden=4,8", "-o", "time_features=8", "--batch-size", "8"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def register_plugin():
+    """Register plugin objects for one test; always unregistered afterwards."""
+    registered = []
+
+    def register(plugin, name):
+        manager().register(plugin, name=name)
+        registered.append(plugin)
+        return plugin
+
+    yield register
+    for plugin in registered:
+        manager().unregister(plugin)
+
+
+def invoke(runner, *args):
+    from diffkit.cli import cli
+
+    return runner.invoke(cli, [str(a) for a in args])

@@ -1,0 +1,89 @@
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import diffkit.plugins as plugins
+from diffkit import hookimpl
+from diffkit.degradation import Degradation
+from diffkit.errors import DiffkitError
+
+from conftest import ROOT
+
+
+class Fake(Degradation):
+    pass
+
+
+class DuplicateGaussian:
+    @staticmethod
+    @hookimpl
+    def register_degradations(register):
+        register(Fake, name="gaussian")
+
+
+class NotADegradation:
+    @staticmethod
+    @hookimpl
+    def register_degradations(register):
+        register(dict, name="dict")
+
+
+def test_builtins_come_from_the_diffkit_distribution():
+    found = plugins.components("degradations")["gaussian"]
+    assert (found.plugin, found.distribution, found.version) == ("gaussian", "diffkit", "0.1.0")
+    assert {"ddpm", "ddim"} <= set(plugins.components("samplers"))
+    assert {"cnn", "unet"} <= set(plugins.components("networks"))
+
+
+def test_duplicate_component_names_are_refused_naming_both_plugins(register_plugin):
+    register_plugin(DuplicateGaussian, "dup-plugin")
+    with pytest.raises(DiffkitError, match="'gaussian' is registered by both plugin 'gaussian' and plugin 'dup-plugin'"):
+        plugins.components("degradations")
+
+
+def test_registering_a_non_component_is_refused(register_plugin):
+    register_plugin(NotADegradation, "bad-type")
+    with pytest.raises(DiffkitError, match="not a subclass of Degradation"):
+        plugins.components("degradations")
+
+
+def test_unknown_component_lists_the_known_ones():
+    with pytest.raises(DiffkitError, match="unknown network 'resnet'; known networks: cnn, unet"):
+        plugins.get_component("networks", "resnet")
+
+
+def test_a_broken_plugin_is_reported_and_skipped(monkeypatch, capsys):
+    real = list(importlib.metadata.entry_points(group="diffkit"))
+    broken = importlib.metadata.EntryPoint(name="broken", value="diffkit_no_such_module", group="diffkit")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken, *real])
+    monkeypatch.setattr(plugins, "_manager", None)
+    monkeypatch.setattr(plugins, "failed_plugins", [])
+    assert "gaussian" in plugins.components("degradations")  # the rest still works
+    assert "plugin 'broken' (unknown) failed to load and was skipped: ModuleNotFoundError" in capsys.readouterr().err
+    status = {row["name"]: row["status"] for row in plugins.plugin_table()}
+    assert status["broken"].startswith("failed: ModuleNotFoundError") and status["gaussian"] == "loaded"
+
+
+@pytest.fixture(scope="session")
+def installed_example(tmp_path_factory):
+    """The example plugin really installed (pip, non-editable) into a folder put on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT / "plugins" / "example-rowcol")], check=True)
+    return target
+
+
+def test_example_plugin_is_discovered_through_its_entry_point(installed_example):
+    env = {**os.environ, "PYTHONPATH": str(installed_example)}
+    out = subprocess.run([sys.executable, "-m", "diffkit", "plugins", "--json"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["rowcol"]["distribution"] == "diffkit-example-rowcol"
+    assert rows["rowcol"]["version"] == "0.1.0"
+    assert rows["rowcol"]["degradations"] == ["rowcol"]
+    assert Path(installed_example, "diffkit_rowcol").is_dir()
