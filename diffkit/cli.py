@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from diffkit import __version__
-from diffkit.config import PRESETS, RunConfig, preset as load_preset
+from diffkit.config import PRESETS, RunConfig, merge, preset as load_preset
 from diffkit.data import DATASETS
 from diffkit.errors import DiffkitError
 from diffkit.options import describe, split_assignments
@@ -22,6 +22,7 @@ def route_options(assignments, config):
     """Put each `-o key=value` into the options of the component whose schema has `key`.
 
     `degradation.key`, `network.key` or `sampler.key` names the component explicitly."""
+    config.sampler = config.sampler or get_component("degradations", config.degradation).cls.default_sampler
     for key, value in split_assignments(assignments).items():
         prefix, _, bare = key.partition(".")
         if bare and prefix in COMPONENT_KEYS:
@@ -37,7 +38,26 @@ def route_options(assignments, config):
         getattr(config, f"{owners[0]}_options")[key] = value
 
 
-@click.group()
+class PluginGroup(click.Group):
+    """A click group that lets plugins add their commands (register_commands) on first use."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self):
+        if not self._plugins_added:
+            self._plugins_added = True
+            manager().hook.register_commands(cli=self)
+
+    def list_commands(self, ctx):
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=PluginGroup)
 @click.version_option(__version__, prog_name="diffkit")
 def cli():
     """Train, sample and compare diffusion-style generators with plug-in degradations."""
@@ -72,14 +92,10 @@ def train(degradation, network, sampler, assignments, preset, steps, batch_size,
         changed = [k for k, v in flags.items() if v is not None and k != "steps"] + (["option"] if assignments else [])
         if changed or preset:
             raise DiffkitError("--resume continues with the run's saved config; only --steps may be given")
-        config = RunConfig(steps=steps or 1)
+        config = RunConfig(steps=steps) if steps else None
     else:
-        values = load_preset(preset) if preset else {}
-        for role in COMPONENT_KEYS:  # a component chosen on the command line drops the preset's options for another
-            if flags[role] is not None and flags[role] != values.get(role):
-                values[f"{role}_options"] = {}
-        values.update({k: v for k, v in flags.items() if v is not None})
-        config = RunConfig.from_dict({k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()})
+        values = merge(load_preset(preset) if preset else {}, flags)
+        config = RunConfig.from_dict(values)
         route_options(assignments, config)
     try:
         model = run_training(config, run_dir, resume=resume, data_root=data_root, console=console)
@@ -124,6 +140,35 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps) -> {out}")
 
 
+@cli.command()
+@click.option("-d", "--degradation", required=True, help="Degradation name.")
+@click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Degradation option.")
+@click.option("--grid", required=True, type=click.Path(), help="PNG: one row per image, x_0 ... x_T left to right.")
+@click.option("-n", "count", type=int, default=8, show_default=True, help="Real digits to degrade.")
+@click.option("--frames", type=int, default=11, show_default=True, help="Columns from t = 0 to t = T.")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path())
+def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_root):
+    """Show the forward process D(x0, t) on real test digits."""
+    import torch
+
+    from diffkit.data import load_images, to_model_range, to_uint8
+    from diffkit.images import save_grid
+    from diffkit.model import build_degradation
+
+    if count < 1 or frames < 2:
+        raise DiffkitError("-n must be at least 1 and --frames at least 2")
+    _, d = build_degradation(degradation, split_assignments(assignments))
+    x0 = to_model_range(load_images(dataset, "test", data_root)[:count])
+    g = torch.Generator().manual_seed(seed)
+    params = d.draw_params(count, g)
+    steps = torch.linspace(0, d.T, frames).round().long()
+    columns = [d.degrade(x0, torch.full((count,), int(t)), g, params=params) for t in steps]
+    save_grid(grid, to_uint8(torch.stack(columns, dim=1).flatten(0, 1)), nrow=frames)
+    console.print(f"[green]wrote[/] {grid}: {count} digits × t = {', '.join(map(str, steps.tolist()))}")
+
+
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins_command(as_json):
@@ -150,5 +195,4 @@ def list_command(kind):
 
 
 def main():
-    manager().hook.register_commands(cli=cli)
     cli()

@@ -17,7 +17,7 @@ class RunConfig:
     degradation_options: dict = field(default_factory=dict)
     network: str = "unet"
     network_options: dict = field(default_factory=dict)
-    sampler: str = "ddim"  # what `diffkit sample` uses unless told otherwise
+    sampler: str | None = None  # what `diffkit sample` uses; None: the degradation's default_sampler
     sampler_options: dict = field(default_factory=dict)
     sample_steps: int | None = None  # None: the sampler's default
     steps: int = 10_000  # optimizer steps
@@ -79,9 +79,25 @@ PRESETS = {
         network="unet",
         network_options=dict(base_channels=32, channel_mults=[1, 2, 2], patch_size=2),
         sampler="ddim", sample_steps=50,
-        steps=1800, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=200,
+        steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=250,
     ),
 }
+
+
+def merge(base, overrides):
+    """Preset values updated by explicit ones (None means not given).
+
+    Choosing another component drops the preset's options for the old one, and choosing another
+    degradation also drops the preset's sampler settings, which belong to the old degradation."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for role in ("degradation", "network", "sampler"):
+        if overrides.get(role) is not None and overrides[role] != values.get(role):
+            values.pop(f"{role}_options", None)
+            if role == "degradation" and overrides.get("sampler") is None:
+                for key in ("sampler", "sampler_options", "sample_steps"):
+                    values.pop(key, None)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
 
 
 def preset(name):

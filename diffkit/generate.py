@@ -36,9 +36,10 @@ def generate(model, n, sampler=None, sampler_options=None, steps=None, seed=0, b
         for index, size in enumerate(batches):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
             x_T = degradation.sample_prior(size, shape, generator)
+            params = degradation.draw_params(size, generator)
             want_path = index == 0 and trajectory_count > 0
             result = sampler_obj.sample(network, degradation, x_T, steps, generator, trajectory=want_path,
-                                        on_step=lambda: progress.advance(task))
+                                        on_step=lambda: progress.advance(task), params=params)
             if want_path:
                 result, path = result
                 trajectory = [to_uint8(x[:trajectory_count]) for x in path]
@@ -60,3 +61,30 @@ def save_samples(path, images, meta):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, images=array, meta=np.array(json.dumps(meta)))
+
+
+def load_samples(path, image_size=28, channels=1):
+    """(uint8 tensor (N, C, H, W), meta dict) from a samples .npz, with one-line errors for bad files."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DiffkitError(f"cannot read {path} as .npz: {exc}".splitlines()[0]) from None
+    if "images" not in data.files:
+        raise DiffkitError(f"{path} has no 'images' array (found: {', '.join(data.files) or 'nothing'})")
+    images = data["images"]
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] == channels and images.shape[1] != channels:
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1:] != (channels, image_size, image_size):
+        raise DiffkitError(f"{path}: images must be N×{image_size}×{image_size} (got shape {data['images'].shape})")
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.number) or images.size == 0:
+            raise DiffkitError(f"{path}: images must be numeric uint8 0..255 (got {images.dtype})")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 255 or not np.array_equal(images, np.round(images)):
+            raise DiffkitError(f"{path}: image values must be integers in 0..255 (got {images.dtype} in "
+                               f"[{low:.3g}, {high:.3g}]); convert [-1, 1] floats with round((x + 1) * 127.5)")
+        images = images.astype(np.uint8)
+    meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    return torch.from_numpy(np.ascontiguousarray(images)), meta

@@ -60,6 +60,7 @@ def build_model(config):
         raise DiffkitError(f"unknown dataset {config.dataset!r}; known datasets: {', '.join(DATASET_SHAPES)}")
     channels, size = DATASET_SHAPES[config.dataset]
     d_component, degradation = build_degradation(config.degradation, config.degradation_options)
+    config.sampler = config.sampler or degradation.default_sampler
     n_component, network = build_network(config.network, config.network_options, channels, size)
     build_sampler(config.sampler, config.sampler_options, degradation, config.degradation)  # fail early
     return Model(config, degradation, network, 0, {}, (d_component, n_component))

@@ -23,18 +23,19 @@ class Sampler:
         """Network evaluations per sample."""
         return steps
 
-    def step(self, network, degradation, x, t, s, generator=None):
-        """One reverse jump x_t -> x_s (s < t)."""
+    def step(self, network, degradation, x, t, s, generator=None, params=None):
+        """One reverse jump x_t -> x_s (s < t); params are the degradation's per-image parameters."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None):
+    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None,
+               params=None):
         """Return x_0 for the batch x_T, and with trajectory=True also the list [x_T, ..., x_0].
 
         on_step(), if given, is called after every network evaluation (for progress bars)."""
         x, path = x_T, [x_T]
         for t, s in timestep_pairs(degradation.T, steps):
-            x = self.step(network, degradation, x, t, s, generator)
+            x = self.step(network, degradation, x, t, s, generator, params)
             if trajectory:
                 path.append(x)
             if on_step:

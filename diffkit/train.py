@@ -93,14 +93,17 @@ def _trim_log(path, step):
 
 
 def train(config, run_dir, resume=False, data_root=None, console=None):
-    """Train to config.steps, resuming from run_dir's checkpoint when asked. Returns the Model."""
+    """Train to config.steps, resuming from run_dir's checkpoint when asked. Returns the Model.
+
+    With resume=True, config may be None (continue to the saved step count) or carry new steps."""
     run_dir = Path(run_dir)
     if resume:
         tensors, state = load_checkpoint(run_dir)
         saved = RunConfig.from_dict(state["config"])
-        if config.steps < state["step"]:
-            raise DiffkitError(f"--steps {config.steps} is below the checkpoint's step {state['step']}")
-        config = RunConfig.from_dict({**saved.to_dict(), "steps": config.steps})
+        steps = config.steps if config else saved.steps
+        if steps < state["step"]:
+            raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
+        config = RunConfig.from_dict({**saved.to_dict(), "steps": steps})
     elif has_checkpoint(run_dir):
         raise DiffkitError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
 

@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if "DIFFKIT_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
     os.environ["DIFFKIT_DATA"] = str(ROOT.parent / "shared" / "data")
 
+# The evaluation classifier and reference features are cached here, not in the user's cache.
+os.environ.setdefault("DIFFKIT_CACHE", str(ROOT / ".pytest_cache" / "diffkit"))
+
 # Tiny components: every CLI test trains in a second or two.
 TINY = ["-o", "T=20", "-o", "hidden=4,8", "-o", "time_features=8", "--batch-size", "8"]
 

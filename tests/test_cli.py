@@ -61,7 +61,7 @@ def test_command_line_values_override_the_preset(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "-d", "nope", "--out", "{tmp}/r"], "unknown degradation 'nope'; known degradations: gaussian"),
+    (["train", "-d", "nope", "--out", "{tmp}/r"], "unknown degradation 'nope'; known degradations: blur, fade, gaussian, mask, pixelate"),
     (["train", "--network", "resnet", "--out", "{tmp}/r"], "unknown network 'resnet'; known networks: cnn, unet"),
     (["train", "-o", "colour=red", "--out", "{tmp}/r"], "unknown option 'colour'"),
     (["train", "-o", "T=many", "--out", "{tmp}/r"], "option T='many': expected int"),
@@ -112,4 +112,29 @@ def test_the_installed_command_prints_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diffkit", "train", "-d", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "Error: unknown degradation 'nope'; known degradations: gaussian"
+    assert proc.stderr.strip() == "Error: unknown degradation 'nope'; known degradations: blur, fade, gaussian, mask, pixelate"
+
+
+def test_degrade_draws_the_forward_path(runner, tmp_path):
+    from PIL import Image
+
+    result = invoke(runner, "degrade", "-d", "blur", "-n", 3, "--frames", 5, "--grid", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    assert "t = 0, 5, 10, 15, 20" in result.output
+    assert Image.open(tmp_path / "g.png").size == (5 * 30 + 2, 3 * 30 + 2)
+    bad = invoke(runner, "degrade", "-d", "blur", "-o", "sigma=-1", "--grid", tmp_path / "g.png")
+    assert bad.exit_code == 1 and "sigma positive" in bad.output
+
+
+def test_cold_run_restores_real_images_in_a_separate_table(runner, tmp_path):
+    run = tmp_path / "run"
+    result = invoke(runner, "train", "-d", "blur", "--network", "cnn", "-o", "T=3", "-o", "hidden=4,4",
+                    "-o", "time_features=8", "--steps", 2, "--batch-size", 8, "--out", run)
+    assert result.exit_code == 0, result.output
+    result = invoke(runner, "restore", run, "-n", 20, "--json", tmp_path / "r.json", "--grid", tmp_path / "r.png")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert set(record) == {"info", "degraded", "direct", "sampled"}
+    assert record["info"] == {"sampler": "cold", "steps": 3, "n": 20, "split": "test"}
+    assert 0 < record["degraded"]["rmse"]["value"] < 1 and record["sampled"]["fid"]["n"] == 20
+    assert (tmp_path / "r.png").exists()

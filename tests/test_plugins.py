@@ -87,3 +87,20 @@ def test_example_plugin_is_discovered_through_its_entry_point(installed_example)
     assert rows["rowcol"]["version"] == "0.1.0"
     assert rows["rowcol"]["degradations"] == ["rowcol"]
     assert Path(installed_example, "diffkit_rowcol").is_dir()
+
+
+def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(installed_example)}
+    run = [sys.executable, "-m", "diffkit"]
+    subprocess.run([*run, "train", "-d", "rowcol", "--network", "cnn", "-o", "hidden=4,4", "-o", "time_features=8",
+                    "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
+                   capture_output=True)
+    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/state.json")).read_text())
+    assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.1.0"
+    assert state["config"]["sampler"] == "cold"  # the default for a cold degradation
+    subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "6", "--out", str(tmp_path / "s.npz")], env=env,
+                   check=True, capture_output=True)
+    import numpy as np
+    data = np.load(tmp_path / "s.npz")
+    assert data["images"].shape == (6, 28, 28)
+    assert json.loads(str(data["meta"]))["nfe"] == 28

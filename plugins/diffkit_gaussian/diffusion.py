@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from diffkit.degradation import Degradation
+from diffkit.degradation import Degradation, per_sample
 
 
 @dataclass
@@ -42,13 +42,9 @@ def cosine_betas(T, s=0.008):
     return torch.tensor([min(1 - f(t) / f(t - 1), 0.999) for t in range(1, T + 1)], dtype=torch.float64)
 
 
-def _at(values, t, x):
-    """values[t] shaped to broadcast against the batch x."""
-    return values[t].float().view(-1, *([1] * (x.dim() - 1)))
-
-
 class GaussianDiffusion(Degradation):
     Options = GaussianOptions
+    default_sampler = "ddim"
     description = "Gaussian noise, DDPM (Ho et al. 2020): linear or cosine schedule, eps/x0/v target"
 
     def __init__(self, options=None):
@@ -58,14 +54,15 @@ class GaussianDiffusion(Degradation):
         self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
 
+    def degrade_mean(self, x0, t, params=None):
+        return per_sample(self.alphas_cumprod[t].sqrt(), x0) * x0
+
+    def noise_std(self, t):
+        return (1 - self.alphas_cumprod[t]).sqrt()
+
     def q_sample(self, x0, t, noise):
         """z_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε."""
-        a = self.alphas_cumprod
-        return _at(a.sqrt(), t, x0) * x0 + _at((1 - a).sqrt(), t, x0) * noise
-
-    def degrade(self, x0, t, generator=None):
-        noise = torch.randn(x0.shape, generator=generator)
-        return self.q_sample(x0, t, noise)
+        return self.degrade(x0, t, noise=noise)
 
     def loss(self, network, x0, generator=None):
         """‖target − network(z_t, t)‖² with target ε, x0 or v, t ~ U{1..T}."""
@@ -77,21 +74,16 @@ class GaussianDiffusion(Degradation):
 
     def velocity(self, x0, noise, t):
         """v = sqrt(ᾱ_t)·ε − sqrt(1 − ᾱ_t)·x0 (Salimans & Ho 2022)."""
-        a = self.alphas_cumprod
-        return _at(a.sqrt(), t, x0) * noise - _at((1 - a).sqrt(), t, x0) * x0
+        return per_sample(self.alphas_cumprod[t].sqrt(), x0) * noise - per_sample(self.noise_std(t), x0) * x0
 
     def predict_x0(self, network, x_t, t):
         out = network(x_t, t)
-        a = self.alphas_cumprod
         if self.options.prediction == "x0":
             return out
+        signal, noise = per_sample(self.alphas_cumprod[t].sqrt(), x_t), per_sample(self.noise_std(t), x_t)
         if self.options.prediction == "v":
-            return _at(a.sqrt(), t, x_t) * x_t - _at((1 - a).sqrt(), t, x_t) * out
-        return (x_t - _at((1 - a).sqrt(), t, x_t) * out) / _at(a.sqrt(), t, x_t)
-
-    def eps_from_x0(self, x_t, t, x0):
-        a = self.alphas_cumprod
-        return (x_t - _at(a.sqrt(), t, x_t) * x0) / _at((1 - a).sqrt(), t, x_t)
+            return signal * x_t - noise * out
+        return (x_t - noise * out) / signal
 
     def q_posterior_mean_variance(self, x0, x_t, t, s):
         """Mean and variance of q(x_s | x_t, x0) for s < t (s = t − 1 is Ho et al.'s posterior)."""
@@ -100,9 +92,8 @@ class GaussianDiffusion(Degradation):
         coef_x0 = a_s.sqrt() * beta / (1 - a_t)
         coef_xt = (1 - beta).sqrt() * (1 - a_s) / (1 - a_t)
         variance = beta * (1 - a_s) / (1 - a_t)
-        shape = (-1, *([1] * (x_t.dim() - 1)))
-        mean = coef_x0.float().view(shape) * x0 + coef_xt.float().view(shape) * x_t
-        return mean, variance.float().view(shape)
+        mean = per_sample(coef_x0, x0) * x0 + per_sample(coef_xt, x_t) * x_t
+        return mean, per_sample(variance, x_t)
 
     def sample_prior(self, n, shape, generator=None):
         return torch.randn((n, *shape), generator=generator)

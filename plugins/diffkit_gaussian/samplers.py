@@ -22,7 +22,7 @@ class DDPMSampler(Sampler):
     def supports(self, degradation):
         return isinstance(degradation, GaussianDiffusion)
 
-    def p_sample(self, network, diffusion, x, t, s, generator):
+    def p_sample(self, network, diffusion, x, t, s, generator=None, params=None):
         """One ancestral step x_t -> x_s."""
         x0 = diffusion.predict_x0(network, x, _full(len(x), t)).clamp(-1, 1)
         mean, variance = diffusion.q_posterior_mean_variance(x0, x, _full(len(x), t), _full(len(x), s))
@@ -52,11 +52,11 @@ class DDIMSampler(Sampler):
     def default_steps(self, degradation):
         return min(50, degradation.T)
 
-    def ddim_sample(self, network, diffusion, x, t, s, generator):
+    def ddim_sample(self, network, diffusion, x, t, s, generator=None, params=None):
         """One DDIM step x_t -> x_s."""
         n = len(x)
         x0 = diffusion.predict_x0(network, x, _full(n, t)).clamp(-1, 1)
-        eps = diffusion.eps_from_x0(x, _full(n, t), x0)
+        eps = diffusion.noise_estimate(x, x0, _full(n, t))
         a_t, a_s = diffusion.alphas_cumprod[t], diffusion.alphas_cumprod[s]
         sigma = self.options.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         x = a_s.sqrt().float() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt().float() * eps

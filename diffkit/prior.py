@@ -1,0 +1,26 @@
+"""A Gaussian-mixture prior over low-dimensional features of fully degraded images.
+
+Cold degradations keep a little of the image at t = T (its mean after blur, a few pixels after
+pixelation); unconditional sampling draws that remainder from a mixture fitted on training images
+(scikit-learn's GaussianMixture, as in the cold-diffusion code), never from real images.
+"""
+
+import torch
+from sklearn.mixture import GaussianMixture
+
+
+def fit_mixture(features, components, generator=None):
+    """Fit on features (N, D); returns the mixture as tensors (weights, means, Cholesky factors)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    data = features.double().numpy()
+    gmm = GaussianMixture(min(components, len(data)), covariance_type="full", reg_covar=1e-6,
+                          random_state=seed).fit(data)
+    return {"weights": torch.tensor(gmm.weights_), "means": torch.tensor(gmm.means_),
+            "chol": torch.linalg.cholesky(torch.tensor(gmm.covariances_))}
+
+
+def sample_mixture(state, n, generator=None):
+    """n draws (n, D) from a mixture returned by fit_mixture."""
+    k = torch.multinomial(state["weights"].float(), n, replacement=True, generator=generator)
+    z = torch.randn(n, state["means"].shape[1], 1, generator=generator, dtype=torch.float64)
+    return (state["means"][k] + (state["chol"][k] @ z)[..., 0]).float()

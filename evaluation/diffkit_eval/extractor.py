@@ -1,0 +1,62 @@
+"""The classifier as a torch-fidelity feature extractor, and one feature pass over a set of images."""
+
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from diffkit.data import to_model_range
+from diffkit_eval.classifier import load_classifier
+
+_loaded = {}  # extractor name -> classifier module, for the torch-fidelity class to find
+
+
+def extractor_name(dataset, info):
+    """Named after the weights: torch-fidelity caches by name, so new weights need a new name."""
+    return f"diffkit-{dataset}-{info['weights_sha256'][:12]}"
+
+
+class ClassifierFeatures(FeatureExtractorBase):
+    """torch-fidelity extractor: uint8 (B, 1, 28, 28) -> ("128" features, "logits_unbiased")."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        self.classifier = _loaded[name]
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("128", "logits_unbiased")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits_unbiased"}.get(metric, "128")
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+
+    def forward(self, images):
+        features, logits = self.classifier(to_model_range(images))
+        return tuple({"128": features, "logits_unbiased": logits}[name] for name in self.features_list)
+
+
+class Extractor:
+    """The dataset's classifier, registered with torch-fidelity under its weights-hash name."""
+
+    def __init__(self, dataset="mnist", data_root=None, console=None):
+        self.classifier, self.info = load_classifier(dataset, data_root, console)
+        self.name = extractor_name(dataset, self.info)
+        _loaded[self.name] = self.classifier
+        if self.name not in FEATURE_EXTRACTORS_REGISTRY:
+            torch_fidelity.register_feature_extractor(self.name, ClassifierFeatures)
+
+    @torch.no_grad()
+    def __call__(self, images):
+        """uint8 (N, 1, 28, 28) -> {"features": (N, 128), "logits": (N, 10)}, through the torch-fidelity module."""
+        module = ClassifierFeatures(self.name, ["128", "logits_unbiased"])
+        parts = [module(chunk) for chunk in torch.as_tensor(images).split(1000)]
+        return {"features": torch.cat([p[0] for p in parts]), "logits": torch.cat([p[1] for p in parts])}

@@ -1,0 +1,210 @@
+"""Write a comparison's files: metrics.json/.csv, report.md, a self-contained report.html, figures/."""
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from diffkit.atomic import atomic_path, write_text  # noqa: E402
+from diffkit.images import save_grid  # noqa: E402
+from diffkit_eval.compare import log_of  # noqa: E402
+from diffkit_eval.evaluate import METRICS  # noqa: E402
+
+SIGMAS = 2  # a difference counts when it exceeds 2 standard errors of the difference
+
+
+def rows_of(comparison):
+    rows = []
+    for r in comparison["results"]:
+        pair, meta, score = r["pair"], r["meta"], r["score"]
+        row = {"model": pair.model, "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"],
+               "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
+               "training_images": meta.get("images_seen"), "training_seconds": meta.get("train_seconds"),
+               "sampling_seconds": meta.get("seconds")}
+        for key, _, _ in METRICS:
+            row[key] = score["metrics"][key]["value"]
+            row[f"{key}_std"] = score["metrics"][key]["std"]
+        row["class_histogram"] = score["metrics"]["class_histogram"]
+        rows.append(row)
+    return rows
+
+
+def standing(rows, key, higher):
+    """Per row: 'best', '≈ best' (within SIGMAS combined standard errors of the best) or ''."""
+    best = max(rows, key=lambda r: r[key] if higher else -r[key])
+    marks = []
+    for r in rows:
+        spread = SIGMAS * math.sqrt(r[f"{key}_std"] ** 2 + best[f"{key}_std"] ** 2)
+        marks.append("best" if r is best else ("≈ best" if abs(r[key] - best[key]) <= spread else ""))
+    return marks
+
+
+def figure(path, draw, size=(6, 4)):
+    fig = plt.figure(figsize=size)
+    draw(fig)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def make_figures(comparison, rows, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for r in comparison["results"]:
+        slug = r["pair"].slug
+        save_grid(folder / f"grid-{slug}.png", r["images"][:64], nrow=8)
+        confidence = r["features"]["logits"].softmax(1).max(1).values
+        order = confidence.argsort()
+        best, worst = r["images"][order[-8:].flip(0)], r["images"][order[:8]]
+        save_grid(folder / f"best-worst-{slug}.png", torch.cat([best, worst]), nrow=8)
+        made[slug] = (f"grid-{slug}.png", f"best-worst-{slug}.png")
+
+    def losses(fig):
+        ax = fig.gca()
+        for name in comparison["models"]:
+            log = log_of(comparison["out_dir"] / "runs" / name)
+            ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
+        ax.set(xlabel="training step", ylabel="training loss (each model's own)", yscale="log")
+        ax.legend(fontsize=7)
+
+    figure(folder / "loss.png", losses)
+
+    def histograms(fig):
+        cols = min(4, len(rows))
+        for i, row in enumerate(rows):
+            ax = fig.add_subplot(math.ceil(len(rows) / cols), cols, i + 1)
+            ax.bar(range(10), row["class_histogram"])
+            ax.set_title(f"{row['model']} / {row['sampler']}-{row['steps']}", fontsize=7)
+            ax.set_xticks(range(10))
+            ax.tick_params(labelsize=6)
+
+    figure(folder / "class-histograms.png", histograms, size=(3 * min(4, len(rows)), 2.4 * math.ceil(len(rows) / 4)))
+    series = {}
+    for row in rows:
+        series.setdefault((row["model"], row["sampler"]), []).append(row)
+    multi = {k: sorted(v, key=lambda r: r["steps"]) for k, v in series.items() if len(v) > 1}
+    if multi:
+        def against_steps(fig):
+            for i, key in enumerate(["fid", "precision", "recall", "coverage"]):
+                ax = fig.add_subplot(2, 2, i + 1)
+                for (model, sampler), rs in multi.items():
+                    ax.errorbar([r["steps"] for r in rs], [r[key] for r in rs], [r[f"{key}_std"] for r in rs],
+                                label=f"{model} / {sampler}", marker="o", capsize=2)
+                ax.set(xlabel="sampling steps", ylabel=key, xscale="log")
+                ax.legend(fontsize=6)
+
+        figure(folder / "metrics-vs-steps.png", against_steps, size=(8, 6))
+    return made
+
+
+def markdown(comparison, rows, made):
+    s, ex = comparison["settings"], comparison["extractor"]
+    lines = ["# diffkit comparison", "",
+             f"N = {s['samples']} samples per pair, scored against {s['dataset']} {s['reference']} "
+             f"(held-out: {s['reference'] == 'test'}), seed {s['seed']}. Features: `{ex.get('name')}` "
+             f"(classifier test accuracy {ex.get('test_accuracy', 0):.2%}). ± is one standard error (FID: bootstrap; "
+             f"KID: spread over subsets; rates: binomial). **best** marks the best pair per metric and "
+             f"**≈ best** the pairs within {SIGMAS} combined standard errors of it: their difference is within the uncertainty.",
+             "", "## Scores", ""]
+    header = ["model", "sampler", "steps", "NFE"] + [label for _, label, _ in METRICS]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    marks = {key: standing(rows, key, higher) for key, _, higher in METRICS}
+    for i, r in enumerate(rows):
+        cells = [r["model"], r["sampler"], str(r["steps"]), str(r["nfe"])]
+        for key, _, _ in METRICS:
+            mark = marks[key][i]
+            cells.append(f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + (f" **{mark}**" if mark else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Cost", "", "| model | sampler | steps | training images | training s | sampling s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['training_images']} | "
+                     f"{_num(r['training_seconds'])} | {_num(r['sampling_seconds'])} |")
+    labels = [f"{r['model']} / {r['sampler']}-{r['steps']}" for r in rows]
+    lines += ["", "## FID between pairs (row: samples, column: reference pair)", "",
+              "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for label, values in zip(labels, comparison["fid_matrix"]):
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    lines += ["", "## Figures", "", "![training loss](figures/loss.png)", "",
+              "![class histograms](figures/class-histograms.png)", ""]
+    if (comparison["out_dir"] / "figures" / "metrics-vs-steps.png").exists():
+        lines += ["![metrics against sampling steps](figures/metrics-vs-steps.png)", ""]
+    for r, label in zip(comparison["results"], labels):
+        grid, best_worst = made[r["pair"].slug]
+        lines += [f"### {label}", "", f"![samples](figures/{grid})", "",
+                  f"Most (top row) and least (bottom row) confident samples:", "", f"![best and worst](figures/{best_worst})", ""]
+    return "\n".join(lines)
+
+
+def _num(x):
+    return "-" if x is None else f"{x:.0f}"
+
+
+def html_page(md_text, folder):
+    """A self-contained page from the markdown: tables, headings, text and base64-embedded images."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            cells = [[c.strip() for c in line.strip("|").split("|")] for line in table if not set(line) <= set("|-")]
+            head, *rest = cells
+            body.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>" +
+                        "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rest) +
+                        "</table>")
+            table.clear()
+
+    for line in md_text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("!["):
+            alt, src = line[2:].split("](")
+            data = base64.b64encode((folder / src.rstrip(")")).read_bytes()).decode()
+            body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line:
+            body.append(f"<p>{_inline(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%;image-rendering:pixelated}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>diffkit comparison</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def _inline(text):
+    out = html.escape(text)
+    while "**" in out:
+        out = out.replace("**", "<b>", 1).replace("**", "</b>", 1)
+    while "`" in out:
+        out = out.replace("`", "<code>", 1).replace("`", "</code>", 1)
+    return out
+
+
+def write_report(comparison):
+    out = Path(comparison["out_dir"])
+    rows = rows_of(comparison)
+    made = make_figures(comparison, rows, out / "figures")
+    record = {"settings": comparison["settings"], "models": comparison["models"], "extractor": comparison["extractor"],
+              "rows": rows, "fid_matrix": comparison["fid_matrix"],
+              "versions": {r["pair"].slug: r["meta"]["versions"] for r in comparison["results"]}}
+    write_text(out / "metrics.json", json.dumps(record, indent=2))
+    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+        fields = [k for k in rows[0] if k != "class_histogram"]
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    md = markdown(comparison, rows, made)
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", html_page(md, out))
+    return rows

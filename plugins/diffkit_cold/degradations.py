@@ -1,0 +1,153 @@
+"""The cold degradations: blur, mask, pixelate and fade. Each is batched over per-sample t."""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from diffkit.degradation import per_sample
+from diffkit_cold.cold import ColdDegradation, ColdOptions
+
+
+@dataclass
+class BlurOptions(ColdOptions):
+    T: int = 20
+    kernel_size: int = 11
+    sigma: float = 7.0
+    schedule: Literal["constant", "incremental", "exponential"] = "constant"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0 or self.sigma <= 0:
+            raise ValueError("kernel_size must be odd and positive, sigma positive")
+
+
+class Blur(ColdDegradation):
+    """Step i convolves with a Gaussian kernel of std sigma_i (circular padding keeps the image mean),
+    so D(x0, t) is t successive blurs. Official MNIST setting: T = 20, kernel 11, sigma 7, constant."""
+
+    Options = BlurOptions
+    description = "repeated Gaussian blur (cold diffusion); at t = T the image is close to its mean"
+
+    def sigmas(self):
+        o = self.options
+        i = torch.arange(1, o.T + 1, dtype=torch.float64)
+        if o.schedule == "constant":
+            return torch.full((o.T,), o.sigma, dtype=torch.float64)
+        if o.schedule == "incremental":
+            return o.sigma * i / o.T
+        return o.sigma * 0.01 ** ((o.T - i) / o.T)  # exponential: from sigma/100 up to sigma
+
+    def kernels(self):
+        """(T, k) normalised 1-D Gaussian kernels; the 2-D blur is separable."""
+        k = self.options.kernel_size
+        offsets = torch.arange(k, dtype=torch.float64) - k // 2
+        g = torch.exp(-offsets[None] ** 2 / (2 * self.sigmas()[:, None] ** 2))
+        return (g / g.sum(dim=1, keepdim=True)).float()
+
+    def blur(self, x, kernel):
+        c, pad = x.shape[1], self.options.kernel_size // 2
+        x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="circular"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="circular"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    def degrade_mean(self, x0, t, params=None):
+        out, x = x0.clone(), x0
+        for i, kernel in enumerate(self.kernels()[: int(t.max())], start=1):
+            x = self.blur(x, kernel)
+            out[t == i] = x[t == i]
+        return out
+
+
+@dataclass
+class MaskOptions(ColdOptions):
+    T: int = 50
+    centre: Literal["fixed", "random"] = "fixed"
+    spread: float = 1.0  # hole radius at step i is spread·i·(size/T)
+    fill: float = -1.0  # value the hole shows (-1 is MNIST's black background)
+    prior_noise: float = 0.1
+
+
+class Mask(ColdDegradation):
+    """A Gaussian-shaped hole grows step by step: mask_t = Π_{i≤t} (1 − exp(−d²/(2 r_i²))), with d the
+    distance to the centre (image centre, or per image at random) and r_i growing linearly."""
+
+    Options = MaskOptions
+    description = "a growing Gaussian-shaped hole (cold diffusion), centre fixed or random per image"
+
+    def draw_params(self, n, generator=None):
+        if self.options.centre == "fixed":
+            return None
+        return torch.rand(n, 2, generator=generator)  # centre as a fraction of height and width
+
+    def mask(self, t, shape, params):
+        """(B, 1, H, W) mask, 1 where the image is kept."""
+        h, w = shape[-2:]
+        centre = params if params is not None else torch.full((len(t), 2), 0.5)
+        ys, xs = torch.arange(h) + 0.5, torch.arange(w) + 0.5
+        d2 = (ys[None, :, None] - centre[:, 0, None, None] * h) ** 2 + (xs[None, None, :] - centre[:, 1, None, None] * w) ** 2
+        radius = self.options.spread * torch.arange(1, self.T + 1) * max(h, w) / self.T  # (T,)
+        factors = 1 - torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (B, T, H, W)
+        upto = torch.arange(1, self.T + 1)[None, :, None, None] <= t[:, None, None, None]
+        return torch.where(upto, factors, 1.0).prod(dim=1, keepdim=True)
+
+    def degrade_mean(self, x0, t, params=None):
+        m = self.mask(t, x0.shape, params).to(x0.dtype)
+        return m * x0 + (1 - m) * self.options.fill
+
+
+@dataclass
+class PixelateOptions(ColdOptions):
+    T: int = 5
+    factor: float = 2.0  # the image shrinks by this factor per step (official: 2)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.factor <= 1:
+            raise ValueError(f"factor must be above 1, got {self.factor}")
+
+
+class Pixelate(ColdDegradation):
+    """Step t area-downsamples to size/factor^t (at least 1 pixel) and nearest-upsamples back."""
+
+    Options = PixelateOptions
+    description = "pixelation: downsample by factor^t and nearest-upsample (cold diffusion)"
+
+    def size_at(self, t, size):
+        return max(1, round(size / self.options.factor**t))
+
+    def degrade_mean(self, x0, t, params=None):
+        out = x0.clone()
+        h, w = x0.shape[-2:]
+        for step in t.unique().tolist():
+            if step == 0:
+                continue
+            pick = t == step
+            small = F.adaptive_avg_pool2d(x0[pick], (self.size_at(step, h), self.size_at(step, w)))
+            out[pick] = F.interpolate(small, size=(h, w), mode="nearest")
+        return out
+
+
+@dataclass
+class FadeOptions(ColdOptions):
+    T: int = 20
+    towards: Literal["mean", "black"] = "mean"  # the constant level: each image's mean, or -1
+    schedule: Literal["linear", "cosine"] = "cosine"
+    prior_noise: float = 0.1
+
+
+class Fade(ColdDegradation):
+    """x_t = a_t·x0 + (1 − a_t)·c with a_t falling from 1 to 0: the image fades to a constant c."""
+
+    Options = FadeOptions
+    description = "fade towards a constant level (the image mean, or black) over T steps"
+
+    def keep(self, t):
+        frac = t.double() / self.T
+        return 1 - frac if self.options.schedule == "linear" else torch.cos(frac * math.pi / 2)
+
+    def degrade_mean(self, x0, t, params=None):
+        level = x0.mean(dim=(-2, -1), keepdim=True) if self.options.towards == "mean" else torch.full_like(x0, -1.0)
+        a = per_sample(self.keep(t), x0)
+        return a * x0 + (1 - a) * level

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from diffkit.data import load_images, to_model_range
+from diffkit.options import parse_options
+from diffkit.plugins import components
+from diffkit_cold.samplers import ColdSampler, DirectSampler, NaiveColdSampler
+from diffkit_gaussian.diffusion import GaussianDiffusion, GaussianOptions
+from diffkit_gaussian.samplers import DDIMSampler
+
+COLD = ["blur", "mask", "pixelate", "fade"]
+
+
+def make(name, **options):
+    cls = components("degradations")[name].cls
+    return cls(parse_options(cls.Options, options))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return to_model_range(load_images("mnist", "test")[:64])
+
+
+def steps(d, n):
+    return torch.full((n,), 0, dtype=torch.long), torch.full((n,), d.T, dtype=torch.long)
+
+
+@pytest.mark.parametrize("name", COLD)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shape_identity_and_determinism(name, channels, digits):
+    d = make(name)
+    x0 = digits[:8].repeat(1, channels, 1, 1)
+    zero, _ = steps(d, 8)
+    t = torch.randint(0, d.T + 1, (8,), generator=torch.Generator().manual_seed(0))
+    assert d.degrade(x0, t).shape == x0.shape
+    assert torch.equal(d.degrade(x0, zero), x0)
+    g = lambda: torch.Generator().manual_seed(5)
+    assert torch.equal(d.degrade(x0, t, g()), d.degrade(x0, t, g()))
+
+
+@pytest.mark.parametrize("name", COLD)
+def test_information_is_lost_monotonically(name, digits):
+    d = make(name)
+    n = len(digits)
+    distance = [(d.degrade(digits, torch.full((n,), t)) - digits).pow(2).mean().item() for t in range(d.T + 1)]
+    assert distance[0] == 0
+    assert all(b >= a - 1e-6 for a, b in zip(distance, distance[1:])), distance
+    assert distance[-1] > 0.1
+
+
+def test_blur_at_T_is_close_to_the_image_mean(digits):
+    d = make("blur")
+    x_T = d.degrade(digits, steps(d, len(digits))[1])
+    assert x_T.std(dim=(2, 3)).max() < 0.1 * digits.std(dim=(2, 3)).min()
+    assert torch.allclose(x_T.mean(dim=(2, 3)), digits.mean(dim=(2, 3)), atol=1e-5)  # circular blur keeps the mean
+
+
+def test_pixelate_follows_the_factor_schedule(digits):
+    d = make("pixelate")
+    assert [d.size_at(t, 28) for t in range(6)] == [28, 14, 7, 4, 2, 1]
+    x = d.degrade(digits[:2], torch.tensor([2, 5]))
+    assert x[0, 0].unique().numel() <= 49 and x[1, 0].unique().numel() == 1
+
+
+@pytest.mark.parametrize("name,options", [("blur", {}), ("mask", {}), ("mask", {"centre": "random"}),
+                                          ("pixelate", {}), ("fade", {}), ("blur", {"schedule": "exponential"})])
+def test_algorithm_2_with_a_perfect_restoration_returns_x0(name, options, digits):
+    d = make(name, **options)
+    x0 = digits[:16]
+    params = d.draw_params(16, torch.Generator().manual_seed(0))
+    x_T = d.degrade(x0, steps(d, 16)[1], params=params)
+    out = ColdSampler().sample(lambda x, t: x0, d, x_T, d.T, params=params)
+    assert torch.allclose(out, x0, atol=1e-5)
+    assert torch.allclose(NaiveColdSampler().sample(lambda x, t: x0, d, x_T, d.T, params=params), x0, atol=1e-5)
+
+
+def test_cold_sampler_on_gaussian_diffusion_is_ddim():
+    d = GaussianDiffusion(GaussianOptions(T=100, prediction="x0"))
+    net = lambda x, t: torch.tanh(x * 0.5 + t.float().view(-1, 1, 1, 1) / 100)
+    x_T = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    cold = ColdSampler().sample(net, d, x_T, 10)
+    assert torch.allclose(cold, DDIMSampler().sample(net, d, x_T, 10), atol=1e-5)
+    assert DirectSampler().sample(net, d, x_T, 10).shape == x_T.shape
+
+
+def test_noise_grows_to_its_level_at_T(digits):
+    d = make("blur", noise=0.2)
+    n = len(digits)
+    g = torch.Generator().manual_seed(0)
+    residual = d.degrade(digits, steps(d, n)[1], g) - d.degrade_mean(digits, steps(d, n)[1])
+    assert residual.std().item() == pytest.approx(0.2, rel=0.05)
+    assert torch.equal(d.degrade(digits, steps(d, n)[0], g), digits)
+
+
+@pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"prior_resolution": 4}), ("mask", {}),
+                                          ("pixelate", {}), ("fade", {})])
+def test_prior_matches_degraded_training_images(name, options):
+    d = make(name, **options)
+    train = to_model_range(load_images("mnist", "train")[:2000])
+    d.fit_prior(train, torch.Generator().manual_seed(0))
+    draws = d.sample_prior(2000, (1, 28, 28), torch.Generator().manual_seed(1))
+    assert draws.shape == (2000, 1, 28, 28)
+    x_T = d.degrade(train, torch.full((len(train),), d.T))
+    real, fake = x_T.mean(dim=(1, 2, 3)), draws.mean(dim=(1, 2, 3))
+    assert fake.mean().item() == pytest.approx(real.mean().item(), abs=0.02)
+    assert fake.std().item() == pytest.approx(real.std().item(), rel=0.25, abs=0.01)
+    restored = type(d)(d.options)
+    restored.load_prior_state(d.prior_state())
+    assert torch.equal(restored.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)),
+                       d.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)))
