@@ -79,7 +79,7 @@ PRESETS = {
         network="unet",
         network_options=dict(base_channels=32, channel_mults=[1, 2, 2], patch_size=2),
         sampler="ddim", sample_steps=50,
-        steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=250,
+        steps=1400, batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=200,
     ),
 }
 

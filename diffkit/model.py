@@ -6,7 +6,7 @@ from diffkit import __version__
 from diffkit.checkpoint import load_checkpoint, split_prefix
 from diffkit.config import RunConfig
 from diffkit.errors import DiffkitError
-from diffkit.options import parse_options
+from diffkit.options import options_dict, parse_options
 from diffkit.plugins import get_component, provenance
 
 DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28)}
@@ -47,7 +47,8 @@ class Model:
 
     def sampler(self, name=None, options=None):
         name = name or self.config.sampler
-        options = self.config.sampler_options if options is None else options
+        if options is None:  # the run's own options belong to the run's own sampler only
+            options = self.config.sampler_options if name == self.config.sampler else {}
         return build_sampler(name, options, self.degradation, self.config.degradation)
 
     def versions(self, *extra):
@@ -62,7 +63,11 @@ def build_model(config):
     d_component, degradation = build_degradation(config.degradation, config.degradation_options)
     config.sampler = config.sampler or degradation.default_sampler
     n_component, network = build_network(config.network, config.network_options, channels, size)
-    build_sampler(config.sampler, config.sampler_options, degradation, config.degradation)  # fail early
+    _, sampler = build_sampler(config.sampler, config.sampler_options, degradation, config.degradation)
+    # The config records every option with its type and default, not just what was given.
+    config.degradation_options = options_dict(degradation.options)
+    config.network_options = options_dict(network.options)
+    config.sampler_options = options_dict(sampler.options)
     return Model(config, degradation, network, 0, {}, (d_component, n_component))
 
 

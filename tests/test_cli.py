@@ -22,7 +22,9 @@ def test_train_then_sample_round_trip(runner, tmp_path):
     assert result.exit_code == 0, result.output
     state = json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())
     assert state["step"] == 4 and state["seed"] == 3
-    assert state["config"]["degradation_options"]["T"] == "20" or state["config"]["degradation_options"]["T"] == 20
+    options = state["config"]["degradation_options"]
+    assert options["T"] == 20 and options["schedule"] == "linear"  # typed, with every default recorded
+    assert state["config"]["network_options"]["hidden"] == [4, 8]
     assert state["versions"]["degradation:gaussian"] == "diffkit 0.1.0"
     assert [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines()] == [4]
 
@@ -138,3 +140,27 @@ def test_cold_run_restores_real_images_in_a_separate_table(runner, tmp_path):
     assert record["info"] == {"sampler": "cold", "steps": 3, "n": 20, "split": "test"}
     assert 0 < record["degraded"]["rmse"]["value"] < 1 and record["sampled"]["fid"]["n"] == 20
     assert (tmp_path / "r.png").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "diffkit", "train", "-d", "gaussian", "--network", "cnn", *TINY,
+           "--steps", "100000", "--checkpoint-every", "100000", "--out", str(run)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved, continue with --resume" in err and "Traceback" not in err
+    state = json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())
+    assert state["step"] >= 50  # log_every: the log appears after 50 steps
+    resumed = subprocess.run([sys.executable, "-m", "diffkit", "train", "--resume", "--steps", str(state["step"] + 2),
+                              "--out", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())["step"] == state["step"] + 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,6 +22,7 @@ from diffkit.data import default_cache_dir, load_images, load_labels, to_model_r
 
 FEATURES = 128
 EPOCHS = 6
+ARCHITECTURE = "lenet-5x5-16-32-128"  # part of the cache key: change it when Classifier or training changes
 BATCH = 128
 
 
@@ -98,18 +100,21 @@ def train_classifier(images, labels, seed=0, console=None):
 def load_classifier(dataset="mnist", data_root=None, console=None):
     """(model, info) for a dataset, trained on its training split on first use and cached after."""
     images, labels = load_images(dataset, "train", data_root), load_labels(dataset, "train", data_root)
-    key = f"{dataset}-{data_hash(images, labels)[:16]}"
+    key = f"{dataset}-{ARCHITECTURE}-e{EPOCHS}-{data_hash(images, labels)[:16]}"
     folder = cache_dir() / "classifiers"
     weights, meta = folder / f"{key}.safetensors", folder / f"{key}.json"
     model = Classifier()
     if weights.exists() and meta.exists():
-        model.load_state_dict(load_file(weights))
-        info = json.loads(meta.read_text())
+        try:
+            model.load_state_dict(load_file(weights))
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError, RuntimeError, SafetensorError):
+            info = {}  # unreadable or stale cache: train again
         if info.get("weights_sha256") == weights_hash(model):
             return model.eval(), info
     model = train_classifier(images, labels, console=console)
     test_acc = accuracy(model, load_images(dataset, "test", data_root), load_labels(dataset, "test", data_root))
-    info = {"dataset": dataset, "train_data_sha256": data_hash(images, labels), "train_images": len(images),
+    info = {"dataset": dataset, "architecture": ARCHITECTURE, "train_data_sha256": data_hash(images, labels), "train_images": len(images),
             "test_accuracy": test_acc, "weights_sha256": weights_hash(model), "epochs": EPOCHS}
     with atomic_path(weights) as tmp:
         save_file(model.state_dict(), tmp)

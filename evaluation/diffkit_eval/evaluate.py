@@ -6,13 +6,13 @@ from diffkit_eval.extractor import Extractor
 from diffkit_eval.metrics import scorecard
 from diffkit_eval.reference import load_reference
 
-# (key, label, higher is better) in display order
+# (key, label, higher is better; None: neither, read it against its reference value) in display order
 METRICS = [
     ("fid", "FID", False), ("kid", "KID", False), ("precision", "precision (k=3)", True),
     ("recall", "recall (k=3)", True), ("density", "density (k=5)", True), ("coverage", "coverage (k=5)", True),
     ("inception_score", "classifier IS", True), ("class_entropy", "class entropy (ln 10 = 2.303)", True),
     ("class_kl_uniform", "class KL to uniform", False), ("mean_confidence", "mean confidence", True),
-    ("nn_distance_ratio", "NN-train distance / test's", True), ("near_copies", "near copies", False),
+    ("nn_distance_ratio", "NN-train distance / test's", None), ("near_copies", "near copies", False),
 ]
 
 
@@ -50,6 +50,7 @@ def scorecard_table(result, title="scorecard"):
                f"(test accuracy {result['extractor']['test_accuracy']:.2%}); ± is one standard error/deviation")
     table = Table("metric", "value ± uncertainty", "better", title=title, caption=caption)
     for key, label, higher in METRICS:
-        table.add_row(label, format_value(result["metrics"][key]), "higher" if higher else "lower")
+        better = {True: "higher", False: "lower", None: "≈ 1; below: copying"}[higher]
+        table.add_row(label, format_value(result["metrics"][key]), better)
     table.add_row("class histogram", " ".join(map(str, result["metrics"]["class_histogram"])), "flat")
     return table

@@ -51,6 +51,19 @@ def kth_radius(features, k):
                       for chunk in features.split(2000)])
 
 
+def knn_reference(ref, n, seed=0):
+    """(reference points, radii for k = PR_K, radii for k = DC_K) for n generated samples.
+
+    k-NN radii grow as a set shrinks, so with fewer samples than reference images the metrics compare
+    against an equal-sized random reference subset, as Kynkäänniemi et al. and Naeem et al. do; with
+    a 1,000-sample set against all 10,000 test images, recall read 0.95 at a precision of 0.41."""
+    points = knn_space(ref["features"])
+    if n >= len(points):
+        return points, ref["pr_radii"], ref["dc_radii"]
+    subset = points[torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]]
+    return subset, kth_radius(subset, PR_K), kth_radius(subset, DC_K)
+
+
 def neighbourhood_metrics(gen, ref, ref_radius_pr, ref_radius_dc):
     """Precision and recall (Kynkäänniemi et al. 2019, k = PR_K) and density and coverage (Naeem et al.
     2020, k = DC_K) from one generated-to-reference distance matrix.
@@ -145,7 +158,7 @@ def scorecard(gen, ref, seed=0):
     return {
         "fid": value(fid_value, fid_std, n),
         "kid": value(kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"], n),
-        **neighbourhood_metrics(knn_space(gen["features"]), knn_space(ref["features"]), ref["pr_radii"], ref["dc_radii"]),
+        **neighbourhood_metrics(knn_space(gen["features"]), *knn_reference(ref, n, seed)),
         **class_scores(gen["logits"], seed),
         **memorisation(gen["images"], ref["train_images"], ref["test_nn"]),
     }

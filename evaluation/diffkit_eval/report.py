@@ -114,11 +114,13 @@ def markdown(comparison, rows, made):
              f"(held-out: {s['reference'] == 'test'}), seed {s['seed']}. Features: `{ex.get('name')}` "
              f"(classifier test accuracy {ex.get('test_accuracy', 0):.2%}). ± is one standard error (FID: bootstrap; "
              f"KID: spread over subsets; rates: binomial). **best** marks the best pair per metric and "
-             f"**≈ best** the pairs within {SIGMAS} combined standard errors of it: their difference is within the uncertainty.",
+             f"**≈ best** the pairs within {SIGMAS} combined standard errors of it: their difference is within the uncertainty. "
+             f"k-NN metrics (precision, recall, density, coverage) compare against an equal-sized random subset of the "
+             f"reference. The NN-train distance ratio is about 1 for unseen real digits; well below 1 means copying.",
              "", "## Scores", ""]
     header = ["model", "sampler", "steps", "NFE"] + [label for _, label, _ in METRICS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    marks = {key: standing(rows, key, higher) for key, _, higher in METRICS}
+    marks = {key: standing(rows, key, higher) if higher is not None else [""] * len(rows) for key, _, higher in METRICS}
     for i, r in enumerate(rows):
         cells = [r["model"], r["sampler"], str(r["steps"]), str(r["nfe"])]
         for key, _, _ in METRICS:
