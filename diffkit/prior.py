@@ -5,7 +5,10 @@ pixelation); unconditional sampling draws that remainder from a mixture fitted o
 (scikit-learn's GaussianMixture, as in the cold-diffusion code), never from real images.
 """
 
+import warnings
+
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 
@@ -13,8 +16,10 @@ def fit_mixture(features, components, generator=None):
     """Fit on features (N, D); returns the mixture as tensors (weights, means, Cholesky factors)."""
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     data = features.double().numpy()
-    gmm = GaussianMixture(min(components, len(data)), covariance_type="full", reg_covar=1e-6,
-                          random_state=seed).fit(data)
+    with warnings.catch_warnings():  # a fully masked x_T has one distinct value: fewer clusters is expected
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm = GaussianMixture(min(components, len(data)), covariance_type="full", reg_covar=1e-6,
+                              random_state=seed).fit(data)
     return {"weights": torch.tensor(gmm.weights_), "means": torch.tensor(gmm.means_),
             "chol": torch.linalg.cholesky(torch.tensor(gmm.covariances_))}
 

@@ -163,3 +163,19 @@ def test_compare_writes_every_file_with_one_row_per_pair(runner, tmp_path):
     assert "data:image/png;base64," in html and "within" in html
     again = invoke(runner, "compare", config, "--out", out)  # everything is reused, nothing retrained
     assert again.exit_code == 0 and "reusing" in again.output and "training ddpm" not in again.output
+
+
+def test_evaluate_samples_a_run_directory_and_reuses_cached_reference(runner, tmp_path):
+    from diffkit_eval.classifier import cache_dir
+
+    run = tmp_path / "run"
+    trained = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", "-o", "T=10", "-o", "hidden=4,4",
+                     "-o", "time_features=8", "--steps", 2, "--batch-size", 8, "--out", run)
+    assert trained.exit_code == 0, trained.output
+    reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"))
+    before = reference.stat().st_mtime_ns
+    result = invoke(runner, "evaluate", run, "-n", 12, "--steps", 3, "--json", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["n"] == 12 and record["samples"]["nfe"] == 3 and record["samples"]["run_dir"] == str(run)
+    assert reference.stat().st_mtime_ns == before  # reference features were read, not recomputed

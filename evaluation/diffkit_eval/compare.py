@@ -86,13 +86,22 @@ def read_config(path):
     return settings, models, pairs
 
 
+NOT_TRAINING = ("steps", "checkpoint_every", "log_every", "sampler", "sampler_options", "sample_steps")
+
+
+def training_fields(config):
+    """What decides a run's weights at a given step: a finished run is reused when these match."""
+    return {k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING}
+
+
 def ensure_trained(name, config, run_dir, data_root, console):
     """Reuse a finished run, resume a partial one, or train from scratch."""
-    build_model(config)  # resolves the default sampler and checks every name and option
+    build_model(config)  # resolves the default sampler and every option, and checks them
     if has_checkpoint(run_dir):
         _, state = load_checkpoint(run_dir)
-        saved = {**state["config"], "steps": config.steps}
-        if saved != config.to_dict():
+        saved = RunConfig.from_dict(state["config"])
+        build_model(saved)
+        if training_fields(saved) != training_fields(config):
             raise DiffkitError(f"{run_dir} holds a run with another config than model {name!r}; "
                                f"delete it or rename the model")
         if state["step"] >= config.steps:
