@@ -46,7 +46,7 @@ def scorecard_table(result, title="scorecard"):
     samples = result["samples"]
     ref = result["reference"]
     caption = (f"N = {result['n']} vs {ref['dataset']} {ref['split']} (N = {ref['n']}); sampler "
-               f"{samples.get('sampler', '?')}, NFE {samples.get('nfe', '?')}; features {result['extractor']['name']} "
+               f"{samples.get('sampler', 'not recorded')}, NFE {samples.get('nfe', 'not recorded')}; features {result['extractor']['name']} "
                f"(test accuracy {result['extractor']['test_accuracy']:.2%}); ± is one standard error/deviation")
     table = Table("metric", "value ± uncertainty", "better", title=title, caption=caption)
     for key, label, higher in METRICS:
