@@ -3,7 +3,7 @@
 from rich.table import Table
 
 from diffkit_eval.extractor import Extractor
-from diffkit_eval.metrics import scorecard
+from diffkit_eval.metrics import fid_bootstrap, scorecard
 from diffkit_eval.reference import load_reference
 
 # (key, label, higher is better; None: neither, read it against its reference value) in display order
@@ -26,6 +26,11 @@ class Evaluator:
 
     def features(self, images):
         return {**self.extractor(images), "images": images}
+
+    def fid(self, images, seed=0):
+        """FID alone (bootstrap std), for tables that need no full scorecard."""
+        fid_value, fid_std = fid_bootstrap(self.extractor(images)["features"].double(), self.reference["fid_stats"], seed)
+        return {"value": fid_value, "std": fid_std, "n": len(images)}
 
     def score(self, images, meta=None, seed=0, features=None):
         gen = features or self.features(images)

@@ -41,6 +41,6 @@ def restore(model, evaluator, count, sampler=None, steps=None, seed=0, split="te
     for kind, parts in outputs.items():
         images = torch.cat(parts)
         result[kind] = {**restoration_metrics(images, originals),
-                        "fid": evaluator.score(images)["metrics"]["fid"] if len(images) >= 10 else None,
+                        "fid": evaluator.fid(images, seed),
                         "images": images[:8]}
     return result, {"sampler": sampler or model.config.sampler, "steps": steps, "n": len(originals), "split": split}
