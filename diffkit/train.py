@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from diffkit import __version__
 from diffkit.atomic import write_text
 from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoint, save_checkpoint,
                                 split_prefix, unflatten_optimizer)

@@ -39,6 +39,7 @@ def test_train_then_sample_round_trip(runner, tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "t.png").stat().st_size > 0
 
     again = invoke(runner, "sample", run, "-n", 5, "--steps", 4, "--out", tmp_path / "s2.npz")
+    assert again.exit_code == 0, again.output
     assert np.array_equal(np.load(tmp_path / "s2.npz")["images"], data["images"])  # same seed, same images
 
 

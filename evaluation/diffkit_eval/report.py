@@ -3,7 +3,6 @@
 import base64
 import csv
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -143,7 +142,7 @@ def markdown(comparison, rows, made):
     for r, label in zip(comparison["results"], labels):
         grid, best_worst = made[r["pair"].slug]
         lines += [f"### {label}", "", f"![samples](figures/{grid})", "",
-                  f"Most (top row) and least (bottom row) confident samples:", "", f"![best and worst](figures/{best_worst})", ""]
+                  "Most (top row) and least (bottom row) confident samples:", "", f"![best and worst](figures/{best_worst})", ""]
     return "\n".join(lines)
 
 
