@@ -86,5 +86,8 @@ def load_samples(path, image_size=28, channels=1):
             raise DiffkitError(f"{path}: image values must be integers in 0..255 (got {images.dtype} in "
                                f"[{low:.3g}, {high:.3g}]); convert [-1, 1] floats with round((x + 1) * 127.5)")
         images = images.astype(np.uint8)
-    meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    try:
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    except ValueError:
+        raise DiffkitError(f"{path}: its 'meta' array is not the JSON diffkit writes; drop it or fix it") from None
     return torch.from_numpy(np.ascontiguousarray(images)), meta

@@ -99,6 +99,7 @@ def write_npz(path, **arrays):
     ({"images": np.full((20, 28, 28), 300, np.int64)}, "image values must be integers in 0..255"),
     ({"images": np.full((20, 28, 28), -0.5, np.float32)}, "convert [-1, 1] floats"),
     ({"images": np.zeros((3, 28, 28), np.uint8)}, "3 samples are too few"),
+    ({"images": np.zeros((20, 28, 28), np.uint8), "meta": np.array("not json")}, "'meta' array is not the JSON"),
 ])
 def test_evaluate_rejects_bad_sample_files(runner, tmp_path, arrays, message):
     result = invoke(runner, "evaluate", write_npz(tmp_path / "s.npz", **arrays))
