@@ -92,8 +92,10 @@ def test_noise_grows_to_its_level_at_T(digits):
     assert torch.equal(d.degrade(digits, steps(d, n)[0], g), digits)
 
 
-@pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"prior_resolution": 4}), ("mask", {}),
-                                          ("pixelate", {}), ("fade", {})])
+@pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"prior_resolution": 4}),
+                                          ("blur", {"sigma": 0.8, "prior_resolution": 7}), ("mask", {}),
+                                          ("pixelate", {}), ("pixelate", {"T": 3, "prior_resolution": 4}),
+                                          ("fade", {}), ("fade", {"noise": 0.5})])
 def test_prior_matches_degraded_training_images(name, options):
     d = make(name, **options)
     train = to_model_range(load_images("mnist", "train")[:2000])
@@ -104,6 +106,10 @@ def test_prior_matches_degraded_training_images(name, options):
     real, fake = x_T.mean(dim=(1, 2, 3)), draws.mean(dim=(1, 2, 3))
     assert fake.mean().item() == pytest.approx(real.mean().item(), abs=0.02)
     assert fake.std().item() == pytest.approx(real.std().item(), rel=0.25, abs=0.01)
+    # Within an image: D's own noise at T, plus the symmetry-breaking prior noise on top.
+    real_spread = (x_T - real.view(-1, 1, 1, 1)).pow(2).mean().sqrt().item()
+    fake_spread = (draws - fake.view(-1, 1, 1, 1)).pow(2).mean().sqrt().item()
+    assert fake_spread == pytest.approx((real_spread**2 + d.options.prior_noise**2) ** 0.5, rel=0.25, abs=0.01)
     restored = type(d)(d.options)
     restored.load_prior_state(d.prior_state())
     assert torch.equal(restored.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)),

@@ -17,7 +17,7 @@ class ColdOptions:
     noise: float = 0.0  # std of added Gaussian noise at t = T, growing linearly from 0 (Rissanen et al.)
     prior_resolution: int = 1  # the prior models x_T pooled to r×r per channel
     prior_components: int = 10  # Gaussian-mixture components
-    prior_noise: float = 0.0  # std of noise added to prior draws, to break symmetry
+    prior_noise: float = 0.0  # std of extra noise added to prior draws, to break symmetry
 
     def __post_init__(self):
         if self.T < 1:
@@ -48,15 +48,20 @@ class ColdDegradation(Degradation):
         features = F.adaptive_avg_pool2d(x_T, self.options.prior_resolution).flatten(1)
         self.prior = fit_mixture(features, self.options.prior_components, generator)
 
+    def prior_image(self, pooled, size):
+        """An x_T whose r×r pooling is `pooled`: upsampled, then degraded to T (a mask's hole, say)."""
+        mode = "nearest" if pooled.shape[-1] == 1 else "bilinear"
+        return self._at_T(F.interpolate(pooled, size=size, mode=mode).clamp(-1, 1))
+
     def sample_prior(self, n, shape, generator=None):
-        """Mixture draw -> upsampled to the image -> D(·, T) -> + symmetry-breaking noise."""
+        """Mixture draw -> x_T image -> + noise: D's own noise at T (what training showed the network)
+        and the symmetry-breaking `prior_noise`, as independent Gaussians."""
         if self.prior is None:
             raise RuntimeError("fit_prior must run before sample_prior")
         r = self.options.prior_resolution
-        pooled = sample_mixture(self.prior, n, generator).view(n, shape[0], r, r)
-        mode = "nearest" if r == 1 else "bilinear"
-        x = self._at_T(F.interpolate(pooled, size=shape[1:], mode=mode).clamp(-1, 1))
-        return x + self.options.prior_noise * torch.randn(x.shape, generator=generator)
+        x = self.prior_image(sample_mixture(self.prior, n, generator).view(n, shape[0], r, r), shape[1:])
+        std = (self.noise_std(torch.tensor([self.T])) ** 2 + self.options.prior_noise**2).sqrt().float()
+        return x + std * torch.randn(x.shape, generator=generator)
 
     def prior_state(self):
         return dict(self.prior) if self.prior else {}

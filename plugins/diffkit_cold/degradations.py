@@ -59,6 +59,10 @@ class Blur(ColdDegradation):
             out[t == i] = x[t == i]
         return out
 
+    def prior_image(self, pooled, size):
+        """x_T is smooth already: its bilinear upsampling is the image; blurring it again would flatten it."""
+        return F.interpolate(pooled, size=size, mode="bilinear").clamp(-1, 1)
+
 
 @dataclass
 class MaskOptions(ColdOptions):
@@ -127,6 +131,10 @@ class Pixelate(ColdDegradation):
             small = F.adaptive_avg_pool2d(x0[pick], (self.size_at(step, h), self.size_at(step, w)))
             out[pick] = F.interpolate(small, size=(h, w), mode="nearest")
         return out
+
+    def prior_image(self, pooled, size):
+        """x_T is made of blocks: a draw of them, nearest-upsampled, is the image."""
+        return self._at_T(F.interpolate(pooled, size=size, mode="nearest").clamp(-1, 1))
 
 
 @dataclass
