@@ -19,7 +19,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="output folder of `diffkit compare`")
     parser.add_argument("-n", type=int, default=2000, help="test images to degrade and restore per model")
-    args = parser.parse_args()
+    parser.add_argument("models", nargs="*", help="restore only these models (default: every model in the report)")
+    args = parser.parse_intermixed_args()
     report = json.loads((args.report / "metrics.json").read_text())
     evaluator = Evaluator("mnist", "test")
 
@@ -36,7 +37,7 @@ def main():
     print("| model | sampler | RMSE degraded / direct / sampled | SSIM degraded / direct / sampled | "
           "FID degraded / direct / sampled | seconds |")
     print("|---|---|---|---|---|---|")
-    for name in report["models"]:
+    for name in args.models or report["models"]:
         start = time.perf_counter()
         result, info = restore(load_model(args.report / "runs" / name), evaluator, args.n)
         cells = [" / ".join(f"{result[kind][metric]['value']:.{digits}f}" for kind in ("degraded", "direct", "sampled"))
