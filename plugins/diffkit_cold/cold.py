@@ -30,6 +30,7 @@ class ColdOptions:
 
 class ColdDegradation(Degradation):
     Options = ColdOptions
+    prior_upsample = "bilinear"  # how a mixture draw of r×r values becomes an image
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -50,7 +51,7 @@ class ColdDegradation(Degradation):
 
     def prior_image(self, pooled, size):
         """An x_T whose r×r pooling is `pooled`: upsampled, then degraded to T (a mask's hole, say)."""
-        mode = "nearest" if pooled.shape[-1] == 1 else "bilinear"
+        mode = "nearest" if pooled.shape[-1] == 1 else self.prior_upsample  # bit-exact constants
         return self._at_T(F.interpolate(pooled, size=size, mode=mode).clamp(-1, 1))
 
     def sample_prior(self, n, shape, generator=None):

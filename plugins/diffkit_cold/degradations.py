@@ -117,6 +117,7 @@ class Pixelate(ColdDegradation):
 
     Options = PixelateOptions
     description = "pixelation: downsample by factor^t and nearest-upsample (cold diffusion)"
+    prior_upsample = "nearest"  # x_T is made of blocks
 
     def size_at(self, t, size):
         return max(1, round(size / self.options.factor**t))
@@ -131,10 +132,6 @@ class Pixelate(ColdDegradation):
             small = F.adaptive_avg_pool2d(x0[pick], (self.size_at(step, h), self.size_at(step, w)))
             out[pick] = F.interpolate(small, size=(h, w), mode="nearest")
         return out
-
-    def prior_image(self, pooled, size):
-        """x_T is made of blocks: a draw of them, nearest-upsampled, is the image."""
-        return self._at_T(F.interpolate(pooled, size=size, mode="nearest").clamp(-1, 1))
 
 
 @dataclass
