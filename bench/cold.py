@@ -21,7 +21,12 @@ def main():
     parser.add_argument("-n", type=int, default=2000, help="test images to degrade and restore per model")
     parser.add_argument("models", nargs="*", help="restore only these models (default: every model in the report)")
     args = parser.parse_intermixed_args()
+    if not (args.report / "metrics.json").exists():
+        parser.error(f"{args.report} holds no metrics.json; run `diffkit compare CONFIG --out {args.report}` first")
     report = json.loads((args.report / "metrics.json").read_text())
+    unknown = sorted(set(args.models) - set(report["models"]))
+    if unknown:
+        parser.error(f"model {unknown[0]!r} is not in {args.report}; it has {', '.join(report['models'])}")
     evaluator = Evaluator("mnist", "test")
 
     print("Unconditional samples (from the prior), scored against MNIST test:\n")
