@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from diffkit.model import load_model
+from diffkit.run import Run
 from diffkit_eval.evaluate import Evaluator
 from diffkit_eval.restore import restore
 
@@ -44,7 +44,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for name in args.models or report["models"]:
         start = time.perf_counter()
-        result, info = restore(load_model(args.report / "runs" / name), evaluator, args.n)
+        result, info = restore(Run.load(args.report / "runs" / name), evaluator, args.n)
         cells = [" / ".join(f"{result[kind][metric]['value']:.{digits}f}" for kind in ("degraded", "direct", "sampled"))
                  for metric, digits in (("rmse", 3), ("ssim", 3), ("fid", 1))]
         print(f"| {name} | {info['sampler']}-{info['steps']} | {' | '.join(cells)} | {time.perf_counter() - start:.0f} |",

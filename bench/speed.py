@@ -12,7 +12,7 @@ import time
 import torch
 
 from diffkit.config import PRESETS
-from diffkit.model import build_degradation, build_network
+from diffkit.run import build_degradation, build_network
 from diffkit.sampler import timestep_pairs
 
 NETWORKS = {
@@ -28,7 +28,7 @@ def train_speed(network, degradation, batch, steps):
     for i in range(steps + 2):
         if i == 2:
             start = time.perf_counter()
-        loss = degradation.loss(network, x)
+        loss = degradation.training_losses(network, x, degradation.sample_timesteps(batch), torch.randn_like(x)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -5,37 +5,27 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from diffkit import __version__
-from diffkit.config import PRESETS, RunConfig, merge, preset as load_preset
+from diffkit import __version__, distributed
+from diffkit.config import PRECISIONS, PRESETS
 from diffkit.data import DATASETS
 from diffkit.errors import DiffkitError
 from diffkit.options import describe, split_assignments
-from diffkit.plugins import KINDS, components, get_component, manager, plugin_table
+from diffkit.plugins import KINDS, components, manager, plugin_table
 
-console = Console(stderr=True)
-COMPONENT_KEYS = {"degradation": "degradations", "network": "networks", "sampler": "samplers"}
+console = Console(stderr=True, quiet=not distributed.is_main())  # under torchrun, rank 0 speaks
 
 
-def route_options(assignments, config):
-    """Put each `-o key=value` into the options of the component whose schema has `key`.
-
-    `degradation.key`, `network.key` or `sampler.key` names the component explicitly."""
-    config.sampler = config.sampler or get_component("degradations", config.degradation).cls.default_sampler
-    for key, value in split_assignments(assignments).items():
-        prefix, _, bare = key.partition(".")
-        if bare and prefix in COMPONENT_KEYS:
-            getattr(config, f"{prefix}_options")[bare] = value
-            continue
-        owners = [role for role, kind in COMPONENT_KEYS.items()
-                  if key in get_component(kind, getattr(config, role)).cls.Options.__dataclass_fields__]
-        if not owners:
-            raise DiffkitError(f"unknown option {key!r} for degradation {config.degradation!r}, network "
-                               f"{config.network!r} and sampler {config.sampler!r} (see `diffkit list`)")
-        if len(owners) > 1:
-            raise DiffkitError(f"option {key!r} is ambiguous: write {' or '.join(f'{o}.{key}' for o in owners)}")
-        getattr(config, f"{owners[0]}_options")[key] = value
+def device_options(precision_default="fp32", precision_help="Autocast precision of network calls."):
+    """--device and --precision, shared by every command that runs a network."""
+    def decorate(command):
+        command = click.option("--precision", type=click.Choice(PRECISIONS), default=precision_default,
+                               show_default=precision_default is not None, help=precision_help)(command)
+        return click.option("--device", default="auto", show_default=True,
+                            help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")(command)
+    return decorate
 
 
 class PluginGroup(click.Group):
@@ -71,7 +61,7 @@ def cli():
               help="Component option; prefix degradation./network./sampler. when ambiguous.")
 @click.option("--preset", help=f"Start from a preset: {', '.join(PRESETS)}.")
 @click.option("--steps", type=int, help="Optimizer steps in total.")
-@click.option("--batch-size", type=int)
+@click.option("--batch-size", type=int, help="Global batch size (split over torchrun's processes).")
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--ema-decay", type=float)
 @click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end).")
@@ -80,29 +70,25 @@ def cli():
 @click.option("--data-root", type=click.Path(), help="Dataset folder (default: $DIFFKIT_DATA, else download).")
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@device_options(None, "Autocast precision of network calls; default: the run's own when resuming, else auto "
+                      "(bf16 on GPUs that support it, fp32 elsewhere).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (pays off on GPUs).")
 def train(degradation, network, sampler, assignments, preset, steps, batch_size, lr, ema_decay,
-          checkpoint_every, seed, dataset, data_root, run_dir, resume):
-    """Train a model and write checkpoints to RUN_DIR."""
-    from diffkit.train import Interrupted
-    from diffkit.train import train as run_training
+          checkpoint_every, seed, dataset, data_root, run_dir, resume, device, precision, compile_):
+    """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
+    from diffkit.api import train as run_training
+    from diffkit.trainer import Interrupted
 
-    flags = dict(degradation=degradation, network=network, sampler=sampler, steps=steps, batch_size=batch_size,
-                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed, dataset=dataset)
-    if resume:
-        changed = [k for k, v in flags.items() if v is not None and k != "steps"] + (["option"] if assignments else [])
-        if changed or preset:
-            raise DiffkitError("--resume continues with the run's saved config; only --steps may be given")
-        config = RunConfig(steps=steps) if steps else None
-    else:
-        values = merge(load_preset(preset) if preset else {}, flags)
-        config = RunConfig.from_dict(values)
-        route_options(assignments, config)
     try:
-        model = run_training(config, run_dir, resume=resume, data_root=data_root, console=console)
+        run = run_training(run_dir, preset=preset, options=list(assignments), resume=resume, device=device,
+                           precision=precision, compile=compile_, data_root=data_root, console=console,
+                           degradation=degradation, network=network, sampler=sampler, steps=steps,
+                           batch_size=batch_size, lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every,
+                           seed=seed, dataset=dataset)
     except Interrupted as exc:
         console.print(f"[yellow]{exc}")
-        sys.exit(130)
-    console.print(f"[green]trained[/] {model.step} steps -> {run_dir}")
+        sys.exit(exc.exit_code)
+    console.print(f"[green]trained[/] {run.step} steps on {run.device} ({run.precision}) -> {escape(str(run_dir))}")
 
 
 @cli.command()
@@ -116,28 +102,33 @@ def train(degradation, network, sampler, assignments, preset, steps, batch_size,
 @click.option("--out", "out", required=True, type=click.Path(), help="Output .npz (images: uint8 N×H×W).")
 @click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images.")
 @click.option("--trajectory", type=click.Path(), help="Also write the reverse path x_T -> x_0 of 8 samples as PNG.")
-def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory):
-    """Sample images from a trained run (EMA weights, prior draws only)."""
-    from diffkit.generate import generate, save_samples
+@device_options()
+def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory, device, precision):
+    """Sample images from a trained run (EMA weights, prior draws only; torchrun splits the batches)."""
+    import torch
+
+    from diffkit import distributed
     from diffkit.images import save_grid
-    from diffkit.model import load_model
+    from diffkit.run import Run
 
     if not str(out).endswith(".npz"):
         raise DiffkitError(f"--out must be a .npz file, got {out}")
-    if batch_size < 1:
-        raise DiffkitError(f"--batch-size must be a positive integer, got {batch_size}")
-    model = load_model(run_dir)
+    run = Run.load(run_dir, device, precision)
+    distributed.setup(run.device)
     options = split_assignments(assignments) if assignments or sampler else None
-    images, path, meta = generate(model, count, sampler, options, steps, seed, batch_size,
-                                  trajectory_count=8 if trajectory else 0, console=console)
-    save_samples(out, images, meta)
-    if grid:
-        save_grid(grid, images[:100])
-    if trajectory:
-        frames = path[:: max(1, len(path) // 10)][:10] + [path[-1]]
-        import torch
-        save_grid(trajectory, torch.stack(frames, dim=1).flatten(0, 1), nrow=len(frames))
-    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps) -> {out}")
+    samples = run.sample(count, sampler, options, steps, seed, batch_size, trajectory=8 if trajectory else 0,
+                         console=console)
+    if distributed.is_main():
+        samples.save(out)
+        if grid:
+            save_grid(grid, samples.images[:100])
+        if trajectory:
+            path = samples.trajectory
+            frames = path[:: max(1, len(path) // 10)][:10] + [path[-1]]
+            save_grid(trajectory, torch.stack(frames, dim=1).flatten(0, 1), nrow=len(frames))
+    meta = samples.meta
+    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps, {meta['nfe']} NFE, "
+                  f"{meta['device']}) -> {escape(str(out))}")
 
 
 @cli.command()
@@ -149,24 +140,28 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-root", type=click.Path())
-def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_root):
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_root, device):
     """Show the forward process D(x0, t) on real test digits."""
     import torch
 
+    from diffkit import draws
     from diffkit.data import load_images, to_model_range, to_uint8
+    from diffkit.device import resolve_device
     from diffkit.images import save_grid
-    from diffkit.model import build_degradation
+    from diffkit.run import build_degradation
 
     if count < 1 or frames < 2:
         raise DiffkitError("-n must be at least 1 and --frames at least 2")
+    device = resolve_device(device)
     _, d = build_degradation(degradation, split_assignments(assignments))
-    x0 = to_model_range(load_images(dataset, "test", data_root)[:count])
+    x0 = to_model_range(load_images(dataset, "test", data_root)[:count]).to(device)
     g = torch.Generator().manual_seed(seed)
-    params = d.draw_params(count, g)
-    steps = torch.linspace(0, d.T, frames).round().long()
-    columns = [d.degrade(x0, torch.full((count,), int(t)), g, params=params) for t in steps]
-    save_grid(grid, to_uint8(torch.stack(columns, dim=1).flatten(0, 1)), nrow=frames)
-    console.print(f"[green]wrote[/] {grid}: {count} digits × t = {', '.join(map(str, steps.tolist()))}")
+    params = draws.to_device(d.draw_params(count, g), device)
+    steps = torch.linspace(0, d.T, frames, device="cpu").round().long().tolist()
+    columns = [d.degrade(x0, torch.full((count,), t, device=device), g, params=params) for t in steps]
+    save_grid(grid, to_uint8(torch.stack(columns, dim=1).flatten(0, 1)).cpu(), nrow=frames)
+    console.print(f"[green]wrote[/] {escape(str(grid))}: {count} digits × t = {', '.join(map(str, steps))}")
 
 
 @cli.command("plugins")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from diffkit.errors import DiffkitError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass
 class RunConfig:
@@ -29,6 +31,8 @@ class RunConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 50
+    precision: str = "auto"  # autocast of network calls in training: auto|fp32|bf16|fp16 (auto: bf16 on capable GPUs)
+    compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -40,6 +44,8 @@ class RunConfig:
             raise DiffkitError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise DiffkitError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise DiffkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)

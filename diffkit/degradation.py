@@ -6,11 +6,16 @@ Writing both in one form lets the cold samplers run on every degradation, Gaussi
 
 The defaults suit cold degradations: the network predicts x0 and trains with an L1 loss, as in
 Bansal et al. 2022. The Gaussian DDPM overrides the target, the loss and the prior.
+
+Devices: every method works on the device of its input tensors. Tables made at construction live on
+the CPU and are moved where they are used (`lookup`); random draws come through `diffkit.draws`.
 """
 
 from dataclasses import dataclass
 
 import torch
+
+from diffkit import draws
 
 
 @dataclass
@@ -19,8 +24,17 @@ class NoOptions:
 
 
 def per_sample(values, x):
-    """A (B,) tensor shaped to broadcast against the batch x (B, C, H, W)."""
-    return values.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    """A (B,) tensor shaped to broadcast against the batch x (B, C, H, W), on x's device and dtype."""
+    return values.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+def lookup(table, t):
+    """table[t] for integer steps t (B,), on t's device (float32 there if the table is float64 and the
+    device has no float64, as on MPS)."""
+    values = table[t.cpu()]
+    if t.device.type == "mps" and values.dtype == torch.float64:
+        values = values.float()
+    return values.to(t.device)
 
 
 class Degradation:
@@ -42,10 +56,11 @@ class Degradation:
 
     def noise_std(self, t):
         """Standard deviation (B,) of the Gaussian noise D adds at steps t; zero for cold degradations."""
-        return torch.zeros(len(t))
+        return torch.zeros(t.shape, device=t.device)
 
     def draw_params(self, n, generator=None):
-        """Per-image random parameters of the degradation (e.g. a hole's centre), or None."""
+        """Per-image random parameters of the degradation (e.g. a hole's centre) as a batch-first tensor
+        (or dict of them) on the generator's device, or None."""
         return None
 
     def degrade(self, x0, t, generator=None, noise=None, params=None):
@@ -54,7 +69,7 @@ class Degradation:
         if noise is None:
             if not (std > 0).any():
                 return mean
-            noise = torch.randn(x0.shape, generator=generator)
+            noise = draws.randn(x0.shape, generator, x0.device)
         return mean + per_sample(std, x0) * noise
 
     def noise_estimate(self, x_t, x0, t, params=None):
@@ -63,14 +78,17 @@ class Degradation:
         return torch.where(std > 0, (x_t - self.degrade_mean(x0, t, params)) / std.clamp(min=1e-12), 0.0)
 
     def sample_timesteps(self, n, generator=None):
-        """t ~ U{1..T}: t = T is drawn too, t = 0 (identity) is not."""
-        return torch.randint(1, self.T + 1, (n,), generator=generator)
+        """t ~ U{1..T} on the generator's device: t = T is drawn too, t = 0 (identity) is not."""
+        return draws.randint(1, self.T + 1, (n,), generator)
 
-    def loss(self, network, x0, generator=None):
-        """Training loss for one batch: L1 between x0 and the network's x0 estimate."""
-        t = self.sample_timesteps(x0.shape[0], generator)
-        x_t = self.degrade(x0, t, generator, params=self.draw_params(x0.shape[0], generator))
-        return (self.predict_x0(network, x_t, t) - x0).abs().mean()
+    def training_losses(self, network, x0, t, noise, params=None):
+        """Per-image training losses (B,) for a batch x0 at steps t with standard normal `noise` of x0's
+        shape. The trainer draws t, noise and params for the whole global batch from the step's
+        generator and hands each process its slice, so these must not draw anything themselves.
+
+        Default: L1 between x0 and the network's x0 estimate from x_t = D(x0, t; noise)."""
+        x_t = self.degrade(x0, t, noise=noise, params=params)
+        return (self.predict_x0(network, x_t, t) - x0).abs().flatten(1).mean(1)
 
     def predict_x0(self, network, x_t, t):
         """x̂0 = R(x_t, t), from whatever the network predicts."""
@@ -78,10 +96,10 @@ class Degradation:
 
     # Unconditional sampling starts from the prior: the distribution of fully degraded images.
     def fit_prior(self, images, generator=None):
-        """Fit the prior on training images in model range [-1, 1]; state goes into `prior_state`."""
+        """Fit the prior on CPU training images in model range [-1, 1]; state goes into `prior_state`."""
 
     def sample_prior(self, n, shape, generator=None):
-        """n draws of x_T of the given (C, H, W) shape."""
+        """n draws of x_T of the given (C, H, W) shape, on the generator's device."""
         raise NotImplementedError
 
     def prior_state(self):

@@ -4,54 +4,78 @@ x_T always comes from the degradation's fitted prior, never from degraded real i
 """
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from diffkit import distributed, draws
 from diffkit.atomic import atomic_path
 from diffkit.data import to_uint8
 from diffkit.errors import DiffkitError
 
 
-def generate(model, n, sampler=None, sampler_options=None, steps=None, seed=0, batch_size=256,
-             trajectory_count=0, console=None):
-    """Sample n images. Returns (uint8 tensor (n, C, H, W), trajectory list or None, metadata dict)."""
-    if n < 1:
+@dataclass
+class Samples:
+    """uint8 images (N, C, H, W) on the CPU, the metadata that made them, and the first batch's reverse
+    path [x_T, ..., x_0] as uint8 when it was asked for."""
+
+    images: torch.Tensor
+    meta: dict
+    trajectory: list | None = None
+
+    def save(self, path):
+        save_samples(path, self.images, self.meta)
+
+
+def _sample_batch(run, plan, index, size, shape, seed, trajectory_count, on_step):
+    generator = run.generator(seed, index)
+    x_T = run.degradation.sample_prior(size, shape, generator).to(run.device)
+    params = draws.to_device(run.degradation.draw_params(size, generator), run.device)
+    want_path = index == 0 and trajectory_count > 0
+    result = plan.sampler.sample(run.model, run.degradation, x_T, plan.steps, generator, trajectory=want_path,
+                                 on_step=on_step, params=params)
+    if want_path:
+        result, path = result
+        return to_uint8(result).cpu(), [to_uint8(x[:trajectory_count]).cpu() for x in path]
+    return to_uint8(result).cpu(), None
+
+
+def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=None):
+    """Sample n images with a planned sampler (`Run.plan`). Returns `Samples`.
+
+    Batch i draws from the generator of (seed, i) alone, so under torchrun each rank samples every
+    world_size-th batch and the gathered result is the same, bit for bit, as one process's."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DiffkitError(f"-n must be a positive integer, got {n}")
-    component, sampler_obj = model.sampler(sampler, sampler_options)
-    degradation, network = model.degradation, model.network
-    if steps is None:  # the run's own sampling steps go with the run's own sampler
-        own = sampler in (None, model.config.sampler) and model.config.sample_steps
-        steps = own or sampler_obj.default_steps(degradation)
-    if not 1 <= steps <= degradation.T:
-        raise DiffkitError(f"--steps must be between 1 and T={degradation.T}, got {steps}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DiffkitError(f"--batch-size must be a positive integer, got {batch_size}")
+    network = run.network
     shape = (network.channels, network.image_size, network.image_size)
-    batches = [min(batch_size, n - i) for i in range(0, n, batch_size)]
-    out, trajectory = [], None
-    columns = (TextColumn(f"[bold]sample[/] {component.name}×{steps}"), BarColumn(), MofNCompleteColumn(),
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    mine = list(range(distributed.rank(), len(sizes), distributed.world_size()))
+    done, trajectory = {}, None
+    columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("sample", total=len(batches) * sampler_obj.nfe(degradation, steps))
-        for index, size in enumerate(batches):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-            x_T = degradation.sample_prior(size, shape, generator)
-            params = degradation.draw_params(size, generator)
-            want_path = index == 0 and trajectory_count > 0
-            result = sampler_obj.sample(network, degradation, x_T, steps, generator, trajectory=want_path,
-                                        on_step=lambda: progress.advance(task), params=params)
-            if want_path:
-                result, path = result
-                trajectory = [to_uint8(x[:trajectory_count]) for x in path]
-            out.append(to_uint8(result))
+    with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
+        task = progress.add_task("sample", total=len(mine) * plan.nfe)
+        for index in mine:
+            done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, trajectory_count,
+                                              lambda: progress.advance(task))
+            trajectory = path or trajectory
+    for part in distributed.gather(done):
+        done.update(part)
+    trajectory = distributed.gather(trajectory)[0]  # batch 0 is rank 0's
     meta = {
         "n": n, "seed": seed, "batch_size": batch_size,
-        "sampler": component.name, "sampler_options": sampler_obj.options.__dict__,
-        "steps": steps, "nfe": sampler_obj.nfe(degradation, steps),
-        "training_step": model.step, "config": model.config.to_dict(),
-        "versions": model.versions(component),
+        "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
+        "steps": plan.steps, "nfe": plan.nfe,
+        "device": str(run.device), "precision": run.precision, "world_size": distributed.world_size(),
+        "training_step": run.step, "config": run.config.to_dict(),
+        "versions": run.versions(plan.component),
     }
-    return torch.cat(out), trajectory, meta
+    return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, trajectory)
 
 
 def save_samples(path, images, meta):

@@ -1,4 +1,6 @@
-"""The restoration-network contract: an nn.Module R(x_t, t) with x_t's shape in and out."""
+"""The restoration-network contract: an nn.Module R(x_t, t) with x_t's shape in and out.
+
+diffkit moves the module to the run's device; tensors made in `forward` take x_t's or t's device."""
 
 import math
 
@@ -25,6 +27,6 @@ class Network(nn.Module):
 def sinusoidal_embedding(t, dim, max_period=10000.0):
     """Transformer-style features of integer or real timesteps t (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)

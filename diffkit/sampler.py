@@ -8,6 +8,7 @@ from diffkit.degradation import NoOptions
 class Sampler:
     Options = NoOptions
     description = ""
+    fixed_steps = None  # a sampler that always takes this many steps, whatever is asked (e.g. 1)
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
@@ -17,7 +18,7 @@ class Sampler:
         return True
 
     def default_steps(self, degradation):
-        return degradation.T
+        return self.fixed_steps or degradation.T
 
     def nfe(self, degradation, steps):
         """Network evaluations per sample."""
@@ -34,7 +35,7 @@ class Sampler:
 
         on_step(), if given, is called after every network evaluation (for progress bars)."""
         x, path = x_T, [x_T]
-        for t, s in timestep_pairs(degradation.T, steps):
+        for t, s in timestep_pairs(degradation.T, self.fixed_steps or steps):
             x = self.step(network, degradation, x, t, s, generator, params)
             if trajectory:
                 path.append(x)
@@ -47,5 +48,5 @@ def timestep_pairs(T, steps):
     """[(t, s), ...] from T down to 0 in `steps` evenly spaced jumps, each s < t."""
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
-    grid = torch.linspace(T, 0, steps + 1).round().long().tolist()
+    grid = torch.linspace(T, 0, steps + 1, device="cpu").round().long().tolist()
     return list(zip(grid[:-1], grid[1:]))

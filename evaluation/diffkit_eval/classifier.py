@@ -56,7 +56,7 @@ def data_hash(images, labels):
 def weights_hash(model):
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode() + tensor.numpy().tobytes())
+        h.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -69,13 +69,15 @@ def shift(x, generator):
 @torch.no_grad()
 def accuracy(model, images, labels):
     model.eval()
-    logits = torch.cat([model(to_model_range(chunk))[1] for chunk in images.split(1000)])
+    device = next(model.parameters()).device
+    logits = torch.cat([model(to_model_range(chunk.to(device)))[1].cpu() for chunk in images.split(1000)])
     return (logits.argmax(1) == labels).float().mean().item()
 
 
-def train_classifier(images, labels, seed=0, console=None):
+def train_classifier(images, labels, seed=0, console=None, device="cpu"):
+    """Train on `device`; batches and augmentation are drawn on the CPU, so the draws match everywhere."""
     torch.manual_seed(seed)
-    model = Classifier()
+    model = Classifier().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = EPOCHS * (len(images) // BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
@@ -87,8 +89,8 @@ def train_classifier(images, labels, seed=0, console=None):
             perm = torch.randperm(len(images), generator=g)
             for i in range(len(images) // BATCH):
                 idx = perm[i * BATCH:(i + 1) * BATCH]
-                x = shift(to_model_range(images[idx]), g)
-                loss = F.cross_entropy(model(x)[1], labels[idx])
+                x = shift(to_model_range(images[idx]), g).to(device)
+                loss = F.cross_entropy(model(x)[1], labels[idx].to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -97,8 +99,11 @@ def train_classifier(images, labels, seed=0, console=None):
     return model.eval()
 
 
-def load_classifier(dataset="mnist", data_root=None, console=None):
-    """(model, info) for a dataset, trained on its training split on first use and cached after."""
+def load_classifier(dataset="mnist", data_root=None, console=None, device="cpu"):
+    """(model on `device`, info) for a dataset, trained on its training split on first use and cached after.
+
+    The cache is shared by every device: a classifier trained on a GPU scores CPU runs too (the
+    extractor's name carries its weights hash, so reports say which one scored them)."""
     images, labels = load_images(dataset, "train", data_root), load_labels(dataset, "train", data_root)
     key = f"{dataset}-{ARCHITECTURE}-e{EPOCHS}-{data_hash(images, labels)[:16]}"
     folder = cache_dir() / "classifiers"
@@ -111,12 +116,12 @@ def load_classifier(dataset="mnist", data_root=None, console=None):
         except (OSError, ValueError, RuntimeError, SafetensorError):
             info = {}  # unreadable or stale cache: train again
         if info.get("weights_sha256") == weights_hash(model):
-            return model.eval(), info
-    model = train_classifier(images, labels, console=console)
+            return model.to(device).eval(), info
+    model = train_classifier(images, labels, console=console, device=device)
     test_acc = accuracy(model, load_images(dataset, "test", data_root), load_labels(dataset, "test", data_root))
     info = {"dataset": dataset, "architecture": ARCHITECTURE, "train_data_sha256": data_hash(images, labels), "train_images": len(images),
             "test_accuracy": test_acc, "weights_sha256": weights_hash(model), "epochs": EPOCHS}
     with atomic_path(weights) as tmp:
-        save_file(model.state_dict(), tmp)
+        save_file({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     write_text(meta, json.dumps(info, indent=2))
     return model, info

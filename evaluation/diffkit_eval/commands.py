@@ -6,10 +6,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from diffkit import distributed
 from diffkit.atomic import write_text
+from diffkit.cli import device_options
 from diffkit.errors import DiffkitError
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not distributed.is_main())
 
 
 def evaluate_command(cli):
@@ -23,10 +25,11 @@ def evaluate_command(cli):
     @click.option("--dataset", default="mnist", show_default=True)
     @click.option("--data-root", type=click.Path())
     @click.option("--json", "json_out", type=click.Path(), help="Also write the scorecard as JSON.")
-    def evaluate(source, split, count, sampler, steps, seed, dataset, data_root, json_out):
+    @device_options()
+    def evaluate(source, split, count, sampler, steps, seed, dataset, data_root, json_out, device, precision):
         """Score SOURCE (a samples .npz or a run directory) against real held-out images."""
-        from diffkit.generate import generate, load_samples
-        from diffkit.model import load_model
+        from diffkit.generate import load_samples
+        from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, scorecard_table
 
         if count is not None and count < 1:
@@ -34,17 +37,17 @@ def evaluate_command(cli):
         if split not in ("test", "train"):
             raise DiffkitError(f"unknown reference split {split!r}; choose test or train")
         if Path(source).is_dir():
-            model = load_model(source)
-            dataset = model.config.dataset
-            images, _, meta = generate(model, count or 10_000, sampler, None, steps, seed, console=console)
-            meta["run_dir"] = str(source)
+            run = Run.load(source, device, precision)
+            dataset = run.config.dataset
+            samples = run.sample(count or 10_000, sampler, None, steps, seed, console=console)
+            images, meta = samples.images, {**samples.meta, "run_dir": str(source)}
         else:
             images, meta = load_samples(source)
             if count is not None:
                 if count > len(images):
                     raise DiffkitError(f"-n {count} exceeds the {len(images)} images in {source}")
                 images = images[:count]
-        evaluator = Evaluator(dataset, split, data_root, console)
+        evaluator = Evaluator(dataset, split, data_root, console, device)
         result = evaluator.score(images, meta, seed)
         Console().print(scorecard_table(result, title=f"diffkit evaluate {source}"))
         if json_out:
@@ -56,12 +59,17 @@ def compare_command(cli):
     @click.argument("config", type=click.Path())
     @click.option("--out", "out_dir", required=True, type=click.Path(), help="Report directory (runs and samples are kept there).")
     @click.option("--data-root", type=click.Path())
-    def compare(config, out_dir, data_root):
-        """Train, sample and score every model × sampler in CONFIG.toml; write a report to --out."""
+    @click.option("--device", help="auto, cpu, cuda, cuda:N or mps (default: [compare] device, else auto).")
+    def compare(config, out_dir, data_root, device):
+        """Train, sample and score every model × sampler in CONFIG.toml; write a report to --out.
+
+        Under torchrun, training and sampling use every process; rank 0 scores and writes the report."""
         from diffkit_eval.compare import run_comparison
         from diffkit_eval.report import write_report
 
-        comparison = run_comparison(config, out_dir, data_root, console)
+        comparison = run_comparison(config, out_dir, data_root, console, device)
+        if comparison is None:  # not rank 0: its share of the work is done
+            return
         rows = write_report(comparison)
         best = min(rows, key=lambda r: r["fid"])
         console.print(f"[green]wrote[/] {out_dir}/report.html and report.md ({len(rows)} pairs; best FID "
@@ -79,14 +87,15 @@ def restore_command(cli):
     @click.option("--data-root", type=click.Path())
     @click.option("--json", "json_out", type=click.Path())
     @click.option("--grid", type=click.Path(), help="PNG: rows of originals, degraded, direct, sampled.")
-    def restore(run_dir, split, count, sampler, steps, seed, data_root, json_out, grid):
+    @device_options()
+    def restore(run_dir, split, count, sampler, steps, seed, data_root, json_out, grid, device, precision):
         """Restore degraded REAL images (not generation): RMSE, SSIM and FID of direct and sampled restoration."""
         import torch
         from rich.table import Table
 
         from diffkit.data import load_images
         from diffkit.images import save_grid
-        from diffkit.model import load_model
+        from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, format_value
         from diffkit_eval.restore import restore as run_restore
 
@@ -94,9 +103,10 @@ def restore_command(cli):
             raise DiffkitError(f"-n must be at least 10, got {count}")
         if split not in ("test", "train"):
             raise DiffkitError(f"unknown split {split!r}; choose test or train")
-        model = load_model(run_dir)
-        evaluator = Evaluator(model.config.dataset, "test", data_root, console)
-        result, info = run_restore(model, evaluator, count, sampler, steps, seed, split, data_root)
+        run = Run.load(run_dir, device, precision)
+        run.plan(sampler, None, steps)  # a bad sampler or step count fails before any work
+        evaluator = Evaluator(run.config.dataset, "test", data_root, console, run.device)
+        result, info = run_restore(run, evaluator, count, sampler, steps, seed, split, data_root)
         table = Table("restoration of real images", "RMSE", "SSIM", "FID vs test",
                       title=f"diffkit restore {run_dir}",
                       caption=f"N = {info['n']} {split} images degraded to t = T; sampled = {info['sampler']} × {info['steps']}")
@@ -104,7 +114,7 @@ def restore_command(cli):
             table.add_row(kind, format_value(m["rmse"]), format_value(m["ssim"]), format_value(m["fid"]))
         Console().print(table)
         if grid:
-            originals = load_images(model.config.dataset, split, data_root)[:8]
+            originals = load_images(run.config.dataset, split, data_root)[:8]
             save_grid(grid, torch.cat([originals] + [m["images"] for m in result.values()]), nrow=8)
         if json_out:
             record = {"info": info, **{k: {m: v for m, v in r.items() if m != "images"} for k, r in result.items()}}

@@ -7,6 +7,7 @@ Config (TOML):
     reference = "test"
     seed = 0
     dataset = "mnist"
+    device = "auto"                # where training, sampling and scoring run (--device overrides it)
 
     [[models]]
     name = "ddpm"                  # the run lives in REPORT_DIR/runs/<name>
@@ -22,14 +23,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffkit import distributed
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
 from diffkit.errors import DiffkitError
-from diffkit.generate import generate, load_samples, save_samples
-from diffkit.model import build_model, load_model
-from diffkit.train import train
+from diffkit.generate import load_samples, save_samples
+from diffkit.run import Run, resolve_config
+from diffkit.trainer import train
 
-SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "dataset": "mnist"}
+SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "dataset": "mnist", "device": "auto"}
 MODEL_KEYS = {"name", "preset", "samplers"}
 SAMPLER_KEYS = {"name", "steps", "options"}
 
@@ -86,7 +88,8 @@ def read_config(path):
     return settings, models, pairs
 
 
-NOT_TRAINING = ("steps", "checkpoint_every", "log_every", "sampler", "sampler_options", "sample_steps")
+NOT_TRAINING = ("steps", "checkpoint_every", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
+                "compile")
 
 
 def training_fields(config):
@@ -94,13 +97,12 @@ def training_fields(config):
     return {k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING}
 
 
-def ensure_trained(name, config, run_dir, data_root, console):
+def ensure_trained(name, config, run_dir, data_root, console, device):
     """Reuse a finished run, resume a partial one, or train from scratch."""
-    build_model(config)  # resolves the default sampler and every option, and checks them
+    config = resolve_config(config)  # the default sampler and every option, checked
     if has_checkpoint(run_dir):
         _, state = load_checkpoint(run_dir)
-        saved = RunConfig.from_dict(state["config"])
-        build_model(saved)
+        saved = resolve_config(RunConfig.from_dict(state["config"]))
         if training_fields(saved) != training_fields(config):
             raise DiffkitError(f"{run_dir} holds a run with another config than model {name!r}; "
                                f"delete it or rename the model")
@@ -108,42 +110,49 @@ def ensure_trained(name, config, run_dir, data_root, console):
             console.print(f"[dim]reusing {run_dir} ({state['step']} steps)")
             return
         console.print(f"resuming {name} from step {state['step']}")
-        train(config, run_dir, resume=True, data_root=data_root, console=console)
+        train(config, run_dir, resume=True, data_root=data_root, device=device, console=console)
     else:
         console.print(f"training {name}")
-        train(config, run_dir, data_root=data_root, console=console)
+        train(config, run_dir, data_root=data_root, device=device, console=console)
 
 
-def ensure_sampled(pair, run_dir, path, n, seed, console):
-    """Samples of one pair, reused when the file already holds the same request."""
-    model = load_model(run_dir)
+def ensure_sampled(pair, run_dir, path, n, seed, console, device):
+    """Samples of one pair, reused when the file already holds the same request. Under torchrun every
+    rank samples its share of the batches and rank 0 writes the file."""
+    run = Run.load(run_dir, device)
     if path.exists():
         images, meta = load_samples(path)
-        if (meta.get("n"), meta.get("seed"), meta.get("training_step")) == (n, seed, model.step) and \
+        if (meta.get("n"), meta.get("seed"), meta.get("training_step")) == (n, seed, run.step) and \
                 meta.get("request") == [pair.sampler, pair.steps, pair.options]:
             return images, meta
+    distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
-    images, _, meta = generate(model, n, pair.sampler, pair.options or None, pair.steps, seed, console=console)
-    meta.update(seconds=time.perf_counter() - start, request=[pair.sampler, pair.steps, pair.options],
-                train_seconds=model.state.get("train_seconds"), images_seen=model.state.get("images_seen"))
-    save_samples(path, images, meta)
-    return images, meta
+    samples = run.sample(n, pair.sampler, pair.options or None, pair.steps, seed, console=console)
+    meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
+            "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen")}
+    if distributed.is_main():
+        save_samples(path, samples.images, meta)
+    return samples.images, meta
 
 
-def run_comparison(config_path, out_dir, data_root=None, console=None):
-    """Everything `diffkit compare` does; returns what the report needs."""
+def run_comparison(config_path, out_dir, data_root=None, console=None, device=None):
+    """Everything `diffkit compare` does; returns what the report needs (None on ranks other than 0,
+    which only train and sample)."""
     from diffkit_eval.evaluate import Evaluator
     from diffkit_eval.metrics import fid
 
     settings, models, pairs = read_config(config_path)
+    settings["device"] = device = device or settings["device"]
     out_dir = Path(out_dir)
     for name, config in models.items():
-        ensure_trained(name, config, out_dir / "runs" / name, data_root, console)
-    evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console)
+        ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
+    sampled = [(pair, *ensure_sampled(pair, out_dir / "runs" / pair.model, out_dir / "samples" / f"{pair.slug}.npz",
+                                      settings["samples"], settings["seed"], console, device)) for pair in pairs]
+    if not distributed.is_main():
+        return None
+    evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console, device)
     results = []
-    for pair in pairs:
-        images, meta = ensure_sampled(pair, out_dir / "runs" / pair.model, out_dir / "samples" / f"{pair.slug}.npz",
-                                      settings["samples"], settings["seed"], console)
+    for pair, images, meta in sampled:
         features = evaluator.features(images)
         score = evaluator.score(images, meta, settings["seed"], features)
         results.append({"pair": pair, "images": images, "features": features, "score": score, "meta": meta})

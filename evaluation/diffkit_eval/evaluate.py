@@ -2,6 +2,8 @@
 
 from rich.table import Table
 
+from diffkit.device import resolve_device
+
 from diffkit_eval.extractor import Extractor
 from diffkit_eval.metrics import fid_bootstrap, scorecard
 from diffkit_eval.reference import load_reference
@@ -19,8 +21,8 @@ METRICS = [
 class Evaluator:
     """Extractor and reference loaded once, to score many sample sets."""
 
-    def __init__(self, dataset="mnist", split="test", data_root=None, console=None):
-        self.extractor = Extractor(dataset, data_root, console)
+    def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu"):
+        self.extractor = Extractor(dataset, data_root, console, resolve_device(str(device)))
         self.reference = load_reference(self.extractor, dataset, split, data_root)
         self.dataset, self.split = dataset, split
 

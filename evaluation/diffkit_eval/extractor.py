@@ -40,15 +40,16 @@ class ClassifierFeatures(FeatureExtractorBase):
         return torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
 
     def forward(self, images):
-        features, logits = self.classifier(to_model_range(images))
-        return tuple({"128": features, "logits_unbiased": logits}[name] for name in self.features_list)
+        device = next(self.classifier.parameters()).device
+        features, logits = self.classifier(to_model_range(images.to(device)))
+        return tuple({"128": features, "logits_unbiased": logits}[name].cpu() for name in self.features_list)
 
 
 class Extractor:
     """The dataset's classifier, registered with torch-fidelity under its weights-hash name."""
 
-    def __init__(self, dataset="mnist", data_root=None, console=None):
-        self.classifier, self.info = load_classifier(dataset, data_root, console)
+    def __init__(self, dataset="mnist", data_root=None, console=None, device="cpu"):
+        self.classifier, self.info = load_classifier(dataset, data_root, console, device)
         self.name = extractor_name(dataset, self.info)
         _loaded[self.name] = self.classifier
         if self.name not in FEATURE_EXTRACTORS_REGISTRY:
@@ -56,7 +57,8 @@ class Extractor:
 
     @torch.no_grad()
     def __call__(self, images):
-        """uint8 (N, 1, 28, 28) -> {"features": (N, 128), "logits": (N, 10)}, through the torch-fidelity module."""
+        """uint8 (N, 1, 28, 28) -> {"features": (N, 128), "logits": (N, 10)} on the CPU, through the
+        torch-fidelity module, computed on the classifier's device."""
         module = ClassifierFeatures(self.name, ["128", "logits_unbiased"])
         parts = [module(chunk) for chunk in torch.as_tensor(images).split(1000)]
         return {"features": torch.cat([p[0] for p in parts]), "logits": torch.cat([p[1] for p in parts])}

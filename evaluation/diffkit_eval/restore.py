@@ -7,6 +7,7 @@ clearly labelled table; unconditional samples always start from the fitted prior
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from diffkit import draws
 from diffkit.data import load_images, to_model_range, to_uint8
 
 
@@ -21,26 +22,25 @@ def restoration_metrics(restored, originals):
 
 
 @torch.no_grad()
-def restore(model, evaluator, count, sampler=None, steps=None, seed=0, split="test", data_root=None, batch_size=500):
+def restore(run, evaluator, count, sampler=None, steps=None, seed=0, split="test", data_root=None, batch_size=500):
     """{"degraded" | "direct" | "sampled": metrics} and the first images of each, for a figure."""
-    _, sampler_obj = model.sampler(sampler)
-    d, net = model.degradation, model.network
-    steps = steps or sampler_obj.default_steps(d)
-    originals = load_images(model.config.dataset, split, data_root)[:count]
+    plan = run.plan(sampler, None, steps)
+    d, net = run.degradation, run.model
+    originals = load_images(run.config.dataset, split, data_root)[:count]
     outputs = {"degraded": [], "direct": [], "sampled": []}
     for index, chunk in enumerate(originals.split(batch_size)):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + index)
-        x0 = to_model_range(chunk)
-        params = d.draw_params(len(x0), g)
-        t = torch.full((len(x0),), d.T, dtype=torch.long)
+        g = run.generator(seed, index)
+        x0 = to_model_range(chunk).to(run.device)
+        params = draws.to_device(d.draw_params(len(x0), g), run.device)
+        t = torch.full((len(x0),), d.T, dtype=torch.long, device=run.device)
         x_T = d.degrade(x0, t, g, params=params)
-        outputs["degraded"].append(to_uint8(x_T))
-        outputs["direct"].append(to_uint8(d.predict_x0(net, x_T, t)))
-        outputs["sampled"].append(to_uint8(sampler_obj.sample(net, d, x_T, steps, g, params=params)))
+        outputs["degraded"].append(to_uint8(x_T).cpu())
+        outputs["direct"].append(to_uint8(d.predict_x0(net, x_T, t)).cpu())
+        outputs["sampled"].append(to_uint8(plan.sampler.sample(net, d, x_T, plan.steps, g, params=params)).cpu())
     result = {}
     for kind, parts in outputs.items():
         images = torch.cat(parts)
         result[kind] = {**restoration_metrics(images, originals),
                         "fid": evaluator.fid(images, seed),
                         "images": images[:8]}
-    return result, {"sampler": sampler or model.config.sampler, "steps": steps, "n": len(originals), "split": split}
+    return result, {"sampler": plan.name, "steps": plan.steps, "n": len(originals), "split": split}

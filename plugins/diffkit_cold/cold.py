@@ -1,10 +1,12 @@
 """What every cold degradation shares: optional noise, and a mixture prior over what survives at T."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from diffkit import draws
 from diffkit.degradation import Degradation
 from diffkit.prior import fit_mixture, sample_mixture
 
@@ -37,10 +39,10 @@ class ColdDegradation(Degradation):
         self.prior = None
 
     def noise_std(self, t):
-        return self.options.noise * t.double() / self.T
+        return self.options.noise * t.float() / self.T
 
     def _at_T(self, x):
-        return self.degrade_mean(x, torch.full((len(x),), self.T, dtype=torch.long))
+        return self.degrade_mean(x, torch.full((len(x),), self.T, dtype=torch.long, device=x.device))
 
     def fit_prior(self, images, generator=None):
         """Mixture over the r×r pooled fully degraded training images."""
@@ -61,8 +63,8 @@ class ColdDegradation(Degradation):
             raise RuntimeError("fit_prior must run before sample_prior")
         r = self.options.prior_resolution
         x = self.prior_image(sample_mixture(self.prior, n, generator).view(n, shape[0], r, r), shape[1:])
-        std = (self.noise_std(torch.tensor([self.T])) ** 2 + self.options.prior_noise**2).sqrt().float()
-        return x + std * torch.randn(x.shape, generator=generator)
+        std = math.sqrt(self.options.noise**2 + self.options.prior_noise**2)  # noise_std(T) = noise
+        return x + std * draws.randn(x.shape, generator, x.device)
 
     def prior_state(self):
         return dict(self.prior) if self.prior else {}

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from diffkit import draws
 from diffkit.degradation import per_sample
 from diffkit_cold.cold import ColdDegradation, ColdOptions
 
@@ -33,19 +34,19 @@ class Blur(ColdDegradation):
 
     def sigmas(self):
         o = self.options
-        i = torch.arange(1, o.T + 1, dtype=torch.float64)
+        i = torch.arange(1, o.T + 1, dtype=torch.float64, device="cpu")
         if o.schedule == "constant":
-            return torch.full((o.T,), o.sigma, dtype=torch.float64)
+            return torch.full((o.T,), o.sigma, dtype=torch.float64, device="cpu")
         if o.schedule == "incremental":
             return o.sigma * i / o.T
         return o.sigma * 0.01 ** ((o.T - i) / o.T)  # exponential: from sigma/100 up to sigma
 
-    def kernels(self):
-        """(T, k) normalised 1-D Gaussian kernels; the 2-D blur is separable."""
+    def kernels(self, device="cpu"):
+        """(T, k) normalised 1-D Gaussian kernels on `device`; the 2-D blur is separable."""
         k = self.options.kernel_size
-        offsets = torch.arange(k, dtype=torch.float64) - k // 2
+        offsets = torch.arange(k, dtype=torch.float64, device="cpu") - k // 2
         g = torch.exp(-offsets[None] ** 2 / (2 * self.sigmas()[:, None] ** 2))
-        return (g / g.sum(dim=1, keepdim=True)).float()
+        return (g / g.sum(dim=1, keepdim=True)).float().to(device)
 
     def blur(self, x, kernel):
         c, pad = x.shape[1], self.options.kernel_size // 2
@@ -54,7 +55,7 @@ class Blur(ColdDegradation):
 
     def degrade_mean(self, x0, t, params=None):
         out, x = x0.clone(), x0
-        for i, kernel in enumerate(self.kernels()[: int(t.max())], start=1):
+        for i, kernel in enumerate(self.kernels(x0.device)[: int(t.max())], start=1):
             x = self.blur(x, kernel)
             out[t == i] = x[t == i]
         return out
@@ -83,17 +84,18 @@ class Mask(ColdDegradation):
     def draw_params(self, n, generator=None):
         if self.options.centre == "fixed":
             return None
-        return torch.rand(n, 2, generator=generator)  # centre as a fraction of height and width
+        return draws.rand((n, 2), generator)  # centre as a fraction of height and width
 
     def mask(self, t, shape, params):
         """(B, 1, H, W) mask, 1 where the image is kept."""
         h, w = shape[-2:]
-        centre = params if params is not None else torch.full((len(t), 2), 0.5)
-        ys, xs = torch.arange(h) + 0.5, torch.arange(w) + 0.5
+        device = t.device
+        centre = params if params is not None else torch.full((len(t), 2), 0.5, device=device)
+        ys, xs = torch.arange(h, device=device) + 0.5, torch.arange(w, device=device) + 0.5
         d2 = (ys[None, :, None] - centre[:, 0, None, None] * h) ** 2 + (xs[None, None, :] - centre[:, 1, None, None] * w) ** 2
-        radius = self.options.spread * torch.arange(1, self.T + 1) * max(h, w) / self.T  # (T,)
+        radius = self.options.spread * torch.arange(1, self.T + 1, device=device) * max(h, w) / self.T  # (T,)
         factors = 1 - torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (B, T, H, W)
-        upto = torch.arange(1, self.T + 1)[None, :, None, None] <= t[:, None, None, None]
+        upto = torch.arange(1, self.T + 1, device=device)[None, :, None, None] <= t[:, None, None, None]
         return torch.where(upto, factors, 1.0).prod(dim=1, keepdim=True)
 
     def degrade_mean(self, x0, t, params=None):
@@ -149,7 +151,7 @@ class Fade(ColdDegradation):
     description = "fade towards a constant level (the image mean, or black) over T steps"
 
     def keep(self, t):
-        frac = t.double() / self.T
+        frac = t.float() / self.T
         return 1 - frac if self.options.schedule == "linear" else torch.cos(frac * math.pi / 2)
 
     def degrade_mean(self, x0, t, params=None):

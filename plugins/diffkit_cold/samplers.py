@@ -12,7 +12,7 @@ from diffkit.sampler import Sampler
 
 
 def _estimate(network, degradation, x, t):
-    tt = torch.full((len(x),), t, dtype=torch.long)
+    tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
     return tt, degradation.predict_x0(network, x, tt).clamp(-1, 1)
 
 
@@ -36,16 +36,7 @@ class NaiveColdSampler(Sampler):
 
 class DirectSampler(Sampler):
     description = "one-step restoration x̂0 = R(x_T, T) (the paper's 'direct' baseline)"
-
-    def default_steps(self, degradation):
-        return 1
+    fixed_steps = 1
 
     def step(self, network, degradation, x, t, s, generator=None, params=None):
         return _estimate(network, degradation, x, t)[1]
-
-    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None,
-               params=None):
-        return super().sample(network, degradation, x_T, 1, generator, trajectory, on_step, params)
-
-    def nfe(self, degradation, steps):
-        return 1

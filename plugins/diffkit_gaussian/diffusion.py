@@ -1,7 +1,8 @@
 """Gaussian diffusion (Ho et al. 2020), named as in openai/improved-diffusion.
 
 Arrays are indexed by t = 0..T with t = 0 the clean image: alphas_cumprod[0] = 1, betas[0] = 0,
-so `alphas_cumprod[t]` is ᾱ_t of the papers without off-by-one shifts.
+so `alphas_cumprod[t]` is ᾱ_t of the papers without off-by-one shifts. They are float64 CPU tables;
+`lookup` brings the entries a batch needs to the batch's device.
 """
 
 import math
@@ -10,7 +11,8 @@ from typing import Literal
 
 import torch
 
-from diffkit.degradation import Degradation, per_sample
+from diffkit import draws
+from diffkit.degradation import Degradation, lookup, per_sample
 
 
 @dataclass
@@ -31,7 +33,7 @@ class GaussianOptions:
 def linear_betas(T, beta_start, beta_end):
     """Ho et al.'s linear schedule; endpoints scaled by 1000/T so any T spans the same noise."""
     scale = 1000 / T
-    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64).clamp(max=0.999)
+    return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64, device="cpu").clamp(max=0.999)
 
 
 def cosine_betas(T, s=0.008):
@@ -39,7 +41,7 @@ def cosine_betas(T, s=0.008):
     def f(t):
         return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
 
-    return torch.tensor([min(1 - f(t) / f(t - 1), 0.999) for t in range(1, T + 1)], dtype=torch.float64)
+    return torch.tensor([min(1 - f(t) / f(t - 1), 0.999) for t in range(1, T + 1)], dtype=torch.float64, device="cpu")
 
 
 class GaussianDiffusion(Degradation):
@@ -51,43 +53,45 @@ class GaussianDiffusion(Degradation):
         super().__init__(options)
         o = self.options
         betas = linear_betas(o.T, o.beta_start, o.beta_end) if o.schedule == "linear" else cosine_betas(o.T)
-        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64, device="cpu"), betas])
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
 
+    def signal_std(self, t):
+        """sqrt(ᾱ_t) for steps t (B,), on t's device."""
+        return lookup(self.alphas_cumprod, t).sqrt()
+
     def degrade_mean(self, x0, t, params=None):
-        return per_sample(self.alphas_cumprod[t].sqrt(), x0) * x0
+        return per_sample(self.signal_std(t), x0) * x0
 
     def noise_std(self, t):
-        return (1 - self.alphas_cumprod[t]).sqrt()
+        return (1 - lookup(self.alphas_cumprod, t)).sqrt()
 
     def q_sample(self, x0, t, noise):
         """z_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε."""
         return self.degrade(x0, t, noise=noise)
 
-    def loss(self, network, x0, generator=None):
-        """‖target − network(z_t, t)‖² with target ε, x0 or v, t ~ U{1..T}."""
-        t = self.sample_timesteps(x0.shape[0], generator)
-        noise = torch.randn(x0.shape, generator=generator)
+    def training_losses(self, network, x0, t, noise, params=None):
+        """‖target − network(z_t, t)‖² per image, with target ε, x0 or v."""
         x_t = self.q_sample(x0, t, noise)
         target = {"eps": noise, "x0": x0, "v": self.velocity(x0, noise, t)}[self.options.prediction]
-        return (network(x_t, t) - target).pow(2).mean()
+        return (network(x_t, t) - target).pow(2).flatten(1).mean(1)
 
     def velocity(self, x0, noise, t):
         """v = sqrt(ᾱ_t)·ε − sqrt(1 − ᾱ_t)·x0 (Salimans & Ho 2022)."""
-        return per_sample(self.alphas_cumprod[t].sqrt(), x0) * noise - per_sample(self.noise_std(t), x0) * x0
+        return per_sample(self.signal_std(t), x0) * noise - per_sample(self.noise_std(t), x0) * x0
 
     def predict_x0(self, network, x_t, t):
         out = network(x_t, t)
         if self.options.prediction == "x0":
             return out
-        signal, noise = per_sample(self.alphas_cumprod[t].sqrt(), x_t), per_sample(self.noise_std(t), x_t)
+        signal, noise = per_sample(self.signal_std(t), x_t), per_sample(self.noise_std(t), x_t)
         if self.options.prediction == "v":
             return signal * x_t - noise * out
         return (x_t - noise * out) / signal
 
     def q_posterior_mean_variance(self, x0, x_t, t, s):
         """Mean and variance of q(x_s | x_t, x0) for s < t (s = t − 1 is Ho et al.'s posterior)."""
-        a_t, a_s = self.alphas_cumprod[t], self.alphas_cumprod[s]
+        a_t, a_s = lookup(self.alphas_cumprod, t), lookup(self.alphas_cumprod, s)
         beta = 1 - a_t / a_s  # the effective β of the jump s -> t
         coef_x0 = a_s.sqrt() * beta / (1 - a_t)
         coef_xt = (1 - beta).sqrt() * (1 - a_s) / (1 - a_t)
@@ -96,4 +100,4 @@ class GaussianDiffusion(Degradation):
         return mean, per_sample(variance, x_t)
 
     def sample_prior(self, n, shape, generator=None):
-        return torch.randn((n, *shape), generator=generator)
+        return draws.randn((n, *shape), generator)

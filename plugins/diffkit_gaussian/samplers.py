@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
+from diffkit import draws
 from diffkit.sampler import Sampler
 from diffkit_gaussian.diffusion import GaussianDiffusion
 
 
-def _full(n, t):
-    return torch.full((n,), t, dtype=torch.long)
+def _full(x, t):
+    """Step t for every image of the batch x, on x's device."""
+    return torch.full((len(x),), t, dtype=torch.long, device=x.device)
 
 
 class DDPMSampler(Sampler):
@@ -24,11 +26,11 @@ class DDPMSampler(Sampler):
 
     def p_sample(self, network, diffusion, x, t, s, generator=None, params=None):
         """One ancestral step x_t -> x_s."""
-        x0 = diffusion.predict_x0(network, x, _full(len(x), t)).clamp(-1, 1)
-        mean, variance = diffusion.q_posterior_mean_variance(x0, x, _full(len(x), t), _full(len(x), s))
+        x0 = diffusion.predict_x0(network, x, _full(x, t)).clamp(-1, 1)
+        mean, variance = diffusion.q_posterior_mean_variance(x0, x, _full(x, t), _full(x, s))
         if s == 0:
             return mean
-        return mean + variance.sqrt() * torch.randn(x.shape, generator=generator)
+        return mean + variance.sqrt() * draws.randn(x.shape, generator, x.device)
 
     step = p_sample
 
@@ -54,14 +56,13 @@ class DDIMSampler(Sampler):
 
     def ddim_sample(self, network, diffusion, x, t, s, generator=None, params=None):
         """One DDIM step x_t -> x_s."""
-        n = len(x)
-        x0 = diffusion.predict_x0(network, x, _full(n, t)).clamp(-1, 1)
-        eps = diffusion.noise_estimate(x, x0, _full(n, t))
+        x0 = diffusion.predict_x0(network, x, _full(x, t)).clamp(-1, 1)
+        eps = diffusion.noise_estimate(x, x0, _full(x, t))
         a_t, a_s = diffusion.alphas_cumprod[t], diffusion.alphas_cumprod[s]
         sigma = self.options.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         x = a_s.sqrt().float() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt().float() * eps
         if s > 0 and sigma > 0:
-            x = x + sigma.float() * torch.randn(x.shape, generator=generator)
+            x = x + sigma.float() * draws.randn(x.shape, generator, x.device)
         return x
 
     step = ddim_sample

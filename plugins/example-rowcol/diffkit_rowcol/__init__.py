@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from diffkit import hookimpl
+from diffkit import draws, hookimpl
 from diffkit.degradation import Degradation
 from diffkit.prior import fit_mixture, sample_mixture
 
@@ -37,9 +37,9 @@ class RowColAverage(Degradation):
 
     def __init__(self, options=None):
         super().__init__(options)
-        order = torch.randperm(self.options.size, generator=torch.Generator().manual_seed(self.options.order_seed))
-        self.rank = torch.empty_like(order)
-        self.rank[order] = torch.arange(1, self.options.size + 1)  # the step at which each line is averaged
+        order = torch.randperm(self.options.size, generator=torch.Generator().manual_seed(self.options.order_seed), device="cpu")
+        self.rank = torch.empty_like(order)  # a CPU table: the step at which each line is averaged
+        self.rank[order] = torch.arange(1, self.options.size + 1, device="cpu")
         self.prior = None
 
     @property
@@ -51,7 +51,7 @@ class RowColAverage(Degradation):
 
     def degrade_mean(self, x0, t, params=None):
         means = x0.mean(dim=self._line_dim(), keepdim=True).expand_as(x0)
-        done = self.rank[None, :] <= t[:, None]  # (B, lines)
+        done = self.rank.to(t.device)[None, :] <= t[:, None]  # (B, lines), on the input's device
         mask = done[:, None, :, None] if self.options.axis == "rows" else done[:, None, None, :]
         return torch.where(mask, means, x0)
 
@@ -63,7 +63,7 @@ class RowColAverage(Degradation):
         lines = sample_mixture(self.prior, n, generator).clamp(-1, 1)
         x = lines.view(n, c, h, 1) if self.options.axis == "rows" else lines.view(n, c, 1, w)
         x = x.expand(n, c, h, w)
-        return x + self.options.prior_noise * torch.randn(x.shape, generator=generator)
+        return x + self.options.prior_noise * draws.randn(x.shape, generator, x.device)
 
     def prior_state(self):
         return dict(self.prior) if self.prior else {}

@@ -1,0 +1,70 @@
+"""diffkit from Python, for notebooks and scripts; the `diffkit` command line is a thin layer over it.
+
+    import diffkit
+    run = diffkit.train("runs/ddpm", preset="quick", steps=200)     # or diffkit.load("runs/ddpm")
+    samples = run.sample(1000, seed=0)                               # Samples: .images uint8, .meta
+    scores = diffkit.evaluate(samples)                               # the scorecard as a dict
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffkit.config import RunConfig
+from diffkit.errors import DiffkitError
+from diffkit.generate import Samples, load_samples
+from diffkit.run import Run, make_config
+
+
+def train(out: str | Path, *, preset: str | None = None, options: dict | list[str] | None = None,
+          resume: bool = False, device: str = "auto", precision: str | None = None, compile: bool = False,
+          data_root: str | Path | None = None, console=None, **settings: Any) -> Run:
+    """Train a model into the run directory `out` and return it with its EMA weights.
+
+    settings are RunConfig fields (degradation="blur", network="unet", steps=1000, batch_size=64, lr=...,
+    seed=...); options are component options such as {"T": 20, "sigma": 0.8} (or ["T=20", ...]), routed
+    to the component that has them. resume=True continues `out` from its last checkpoint; then only
+    `steps` may be given. Ctrl-C writes a checkpoint and raises `diffkit.trainer.Interrupted`."""
+    from diffkit.trainer import train as train_loop
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    if resume:
+        if set(given) - {"steps"} or preset or options:
+            raise DiffkitError("--resume continues with the run's saved config; only --steps may be given")
+        config = RunConfig(steps=given["steps"]) if "steps" in given else None
+    else:
+        config = make_config(preset, options, **given)
+    return train_loop(config, out, resume, data_root, device, precision, compile, console)
+
+
+def load(run_dir: str | Path, device: str = "auto", precision: str = "fp32") -> Run:
+    """A trained run from its directory alone (EMA weights), ready to `.sample(n)` on `device`."""
+    return Run.load(run_dir, device, precision)
+
+
+def evaluate(samples: Samples | torch.Tensor | str | Path, *, reference: str = "test", dataset: str | None = None,
+             n: int | None = None, seed: int = 0, data_root: str | Path | None = None, device: str = "auto",
+             console=None) -> dict:
+    """The scorecard (FID, KID, precision/recall, density/coverage, class scores, memorisation, each with
+    its N and uncertainty) of samples against a real split: a `Samples`, uint8 images (N, 1, H, W) or a
+    samples .npz path. Needs the evaluation plugin (diffkit_eval), installed with diffkit."""
+    try:
+        from diffkit_eval.evaluate import Evaluator
+    except ImportError:
+        raise DiffkitError("diffkit.evaluate needs the evaluation plugin diffkit_eval; reinstall diffkit") from None
+    meta = {}
+    if isinstance(samples, (str, Path)):
+        images, meta = load_samples(samples)
+    elif isinstance(samples, Samples):
+        images, meta = samples.images, samples.meta
+    else:
+        images = torch.as_tensor(samples)
+    if n is not None:
+        if n > len(images):
+            raise DiffkitError(f"-n {n} exceeds the {len(images)} images given")
+        images = images[:n]
+    dataset = dataset or meta.get("config", {}).get("dataset", "mnist")
+    return Evaluator(dataset, reference, data_root, console, device).score(images, meta, seed)

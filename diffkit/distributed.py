@@ -1,0 +1,75 @@
+"""Several processes under torchrun: one process group, the work split by rank, rank 0 writes.
+
+`torchrun --nproc-per-node N -m diffkit train ...` sets RANK, WORLD_SIZE and LOCAL_RANK; diffkit joins
+the group on first use (nccl on GPUs, gloo on the CPU). Without torchrun every function here is the
+one-process case, so the same code runs a laptop, a GPU and a cluster.
+"""
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def rank():
+    return int(os.environ.get("RANK", 0))
+
+
+def world_size():
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main():
+    """Whether this process writes files and draws progress bars."""
+    return rank() == 0
+
+
+def setup(device):
+    """Join torchrun's process group once (a no-op in one process)."""
+    if world_size() > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
+
+
+def active():
+    return world_size() > 1 and dist.is_initialized()
+
+
+def shard(n):
+    """This rank's slice of n items split into world_size near-equal contiguous parts."""
+    size, r = world_size(), rank()
+    return slice(n * r // size, n * (r + 1) // size)
+
+
+def any_rank(flag, device):
+    """True on every rank when `flag` is true on any rank (so all ranks stop at the same step)."""
+    if not active():
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def mean(value, device):
+    """The mean of a float over ranks."""
+    if not active():
+        return value
+    tensor = torch.tensor([float(value)], device=device, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.item() / world_size()
+
+
+def gather(obj):
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier():
+    if active():
+        dist.barrier()

@@ -1,0 +1,178 @@
+"""One object for a run's lifecycle: its resolved config, live components, device, sampling plans, seeds.
+
+`resolve_config` turns what a user wrote into the complete config a run records (pure: it returns a new
+config); `Run.build` makes fresh components from it and `Run.load` rebuilds a trained run from its
+directory alone; `Run.plan` decides once which sampler, options and steps a sampling request means.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffkit import __version__, draws
+from diffkit.checkpoint import load_checkpoint, split_prefix
+from diffkit.config import RunConfig, merge, preset as load_preset
+from diffkit.device import Precise, resolve_device, resolve_precision
+from diffkit.errors import DiffkitError
+from diffkit.options import options_dict, parse_options, split_assignments
+from diffkit.plugins import get_component, provenance
+
+DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28)}
+ROLES = {"degradation": "degradations", "network": "networks", "sampler": "samplers"}
+
+
+def build_degradation(name, options):
+    component = get_component("degradations", name)
+    return component, component.cls(parse_options(component.cls.Options, options, f"degradation {name!r}"))
+
+
+def build_network(name, options, channels, image_size):
+    component = get_component("networks", name)
+    parsed = parse_options(component.cls.Options, options, f"network {name!r}")
+    try:
+        return component, component.cls(parsed, channels, image_size)
+    except ValueError as exc:
+        raise DiffkitError(f"network {name!r}: {exc}") from None
+
+
+def build_sampler(name, options, degradation, degradation_name):
+    component = get_component("samplers", name)
+    sampler = component.cls(parse_options(component.cls.Options, options, f"sampler {name!r}"))
+    if not sampler.supports(degradation):
+        raise DiffkitError(f"sampler {name!r} does not support degradation {degradation_name!r}")
+    return component, sampler
+
+
+def route_options(config, options):
+    """A copy of config with each option {key: value} put into the options of the component whose schema
+    has `key`; `degradation.key`, `network.key` or `sampler.key` names the component explicitly."""
+    config = dataclasses.replace(config, **{f"{role}_options": dict(getattr(config, f"{role}_options")) for role in ROLES})
+    config.sampler = config.sampler or get_component("degradations", config.degradation).cls.default_sampler
+    for key, value in options.items():
+        prefix, _, bare = key.partition(".")
+        if bare and prefix in ROLES:
+            getattr(config, f"{prefix}_options")[bare] = value
+            continue
+        owners = [role for role, kind in ROLES.items()
+                  if key in get_component(kind, getattr(config, role)).cls.Options.__dataclass_fields__]
+        if not owners:
+            raise DiffkitError(f"unknown option {key!r} for degradation {config.degradation!r}, network "
+                               f"{config.network!r} and sampler {config.sampler!r} (see `diffkit list`)")
+        if len(owners) > 1:
+            raise DiffkitError(f"option {key!r} is ambiguous: write {' or '.join(f'{o}.{key}' for o in owners)}")
+        getattr(config, f"{owners[0]}_options")[key] = value
+    return config
+
+
+def make_config(preset=None, options=None, **values):
+    """A RunConfig from a preset, explicit values (None: not given) and component options, routed by name.
+
+    `options` is {key: value} or a list of "KEY=VALUE" strings, as `-o` gives them."""
+    if isinstance(options, (list, tuple)):
+        options = split_assignments(options)
+    config = RunConfig.from_dict(merge(load_preset(preset) if preset else {}, values))
+    return resolve_config(route_options(config, options or {}))
+
+
+def _components(config):
+    if config.dataset not in DATASET_SHAPES:
+        raise DiffkitError(f"unknown dataset {config.dataset!r}; known datasets: {', '.join(DATASET_SHAPES)}")
+    channels, size = DATASET_SHAPES[config.dataset]
+    d_component, degradation = build_degradation(config.degradation, config.degradation_options)
+    sampler_name = config.sampler or degradation.default_sampler
+    n_component, network = build_network(config.network, config.network_options, channels, size)
+    _, sampler = build_sampler(sampler_name, config.sampler_options, degradation, config.degradation)
+    return (d_component, degradation), (n_component, network), (sampler_name, sampler)
+
+
+def resolve_config(config):
+    """The complete config a run records: the default sampler chosen and every component option typed and
+    filled in with its default. Checks everything; returns a new RunConfig and leaves `config` alone."""
+    (_, degradation), (_, network), (sampler_name, sampler) = _components(config)
+    return dataclasses.replace(config, sampler=sampler_name, degradation_options=options_dict(degradation.options),
+                               network_options=options_dict(network.options),
+                               sampler_options=options_dict(sampler.options))
+
+
+@dataclass
+class Plan:
+    """What one sampling request means: the sampler, its steps and network evaluations per image."""
+
+    component: object
+    sampler: object
+    steps: int
+    nfe: int
+
+    @property
+    def name(self):
+        return self.component.name
+
+
+class Run:
+    """A model on a device: the degradation with its fitted prior and the (EMA) network.
+
+    `precision` is the autocast precision of network calls; `network` is the bare module (its weights
+    are what a checkpoint holds), `model` the same network called under that precision."""
+
+    def __init__(self, config, device="cpu", precision="fp32"):
+        self.config = config
+        (self._d_component, self.degradation), (self._n_component, self.network), _ = _components(config)
+        self.step, self.state, self.run_dir = 0, {}, None
+        self.device = resolve_device(str(device))
+        self.precision = resolve_precision(precision, self.device)
+        self.network.to(self.device)
+
+    @classmethod
+    def build(cls, config, device="cpu", precision="fp32"):
+        """Fresh components (weights at initialisation) for a config, resolved first."""
+        return cls(resolve_config(config), device, precision)
+
+    @classmethod
+    def load(cls, run_dir, device="auto", precision="fp32"):
+        """A trained run rebuilt from its directory alone, with EMA weights, on `device`.
+
+        Sampling defaults to fp32 whatever the device, so a seed's samples match across devices."""
+        tensors, state = load_checkpoint(run_dir)
+        run = cls(RunConfig.from_dict(state["config"]), device, precision)
+        try:
+            run.network.load_state_dict(split_prefix(tensors, "ema"))
+        except RuntimeError as exc:
+            raise DiffkitError(f"checkpoint in {run_dir} does not match its network: {str(exc).splitlines()[0]}") from None
+        run.network.eval()
+        run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+        run.step, run.state, run.run_dir = state["step"], state, Path(run_dir)
+        return run
+
+    @property
+    def model(self):
+        """The network as samplers and losses call it: under autocast, returning float32."""
+        return Precise(self.network, self.device, self.precision)
+
+    def plan(self, sampler=None, options=None, steps=None):
+        """Resolve a sampling request once: the run's own sampler (with its options and steps) unless another
+        is named; a sampler's default steps unless given; checked against the degradation's T."""
+        name = sampler or self.config.sampler
+        own = name == self.config.sampler
+        if options is None:  # the run's own options belong to the run's own sampler only
+            options = self.config.sampler_options if own else {}
+        component, sampler_obj = build_sampler(name, options, self.degradation, self.config.degradation)
+        if steps is None:
+            steps = (own and self.config.sample_steps) or sampler_obj.default_steps(self.degradation)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.degradation.T:
+            raise DiffkitError(f"--steps must be between 1 and T={self.degradation.T}, got {steps}")
+        steps = sampler_obj.fixed_steps or steps
+        return Plan(component, sampler_obj, steps, sampler_obj.nfe(self.degradation, steps))
+
+    @staticmethod
+    def generator(seed, index):
+        """The CPU generator of batch `index` of a request seeded `seed` (training steps use the same formula)."""
+        return draws.seeded(seed, index)
+
+    def sample(self, n, sampler=None, options=None, steps=None, seed=0, batch_size=256, trajectory=0, console=None):
+        """n unconditional samples (prior draws only) as `Samples`: uint8 images, meta, optional trajectory."""
+        from diffkit.generate import generate
+
+        return generate(self, n, self.plan(sampler, options, steps), seed, batch_size, trajectory, console)
+
+    def versions(self, *extra):
+        return {"diffkit": __version__, **provenance(self._d_component, self._n_component, *extra)}

@@ -1,0 +1,253 @@
+"""The training loop: Adam, EMA weights, periodic checkpoints, exact resume, any device, any number of ranks.
+
+Every random draw of step s (timesteps, noise, per-image parameters) comes from a generator seeded by
+(seed, s) and is drawn for the whole global batch; under torchrun each rank keeps its slice of the batch
+and of the draws, and DistributedDataParallel averages the gradients. So N ranks take the same step as
+one process (up to floating-point summation order), and a run resumes exactly on any device and number
+of ranks without saving any RNG state. Batches come from a per-epoch permutation seeded by (seed, epoch).
+"""
+
+import contextlib
+import copy
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
+
+from diffkit import distributed, draws
+from diffkit.atomic import write_text
+from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoint, save_checkpoint,
+                                split_prefix, unflatten_optimizer)
+from diffkit.config import RunConfig
+from diffkit.data import load_images, to_model_range
+from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
+from diffkit.errors import DiffkitError
+from diffkit.run import Run, resolve_config
+
+
+class Batches:
+    """Batch `step` of an epoch-wise shuffled dataset, computable for any step."""
+
+    def __init__(self, images, batch_size, seed):
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.per_epoch = max(1, len(images) // batch_size)
+        self._epoch, self._perm = None, None
+
+    def __call__(self, step):
+        epoch, index = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(len(self.images), generator=g)
+        idx = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.images[idx]
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training; a checkpoint of the last finished step was written."""
+
+    def __init__(self, step, signum=signal.SIGINT):
+        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+        self.step, self.exit_code = step, 128 + int(signum)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Turn Ctrl-C and SIGTERM (what torchrun, schedulers and `docker stop` send) into a flag checked
+    between steps, so the checkpoint is never mid-update.
+
+    Python lets only the main thread set signal handlers; elsewhere (a notebook's worker thread)
+    the signals keep their usual meaning."""
+    requested = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def learning_rate(config, step):
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    return config.lr
+
+
+def _trim_log(path, step):
+    """Keep the log lines of steps the checkpoint already holds (a resume rewrites the rest)."""
+    if path.exists():
+        lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
+        write_text(path, "".join(l + "\n" for l in lines))
+
+
+def _cpu(state_dict):
+    return {k: v.detach().cpu() for k, v in state_dict.items()}
+
+
+class TrainLoop:
+    """Setup or resume, then one step at a time: forward-backward, optimizer and EMA update, log, save."""
+
+    def __init__(self, config, run_dir, resume=False, data_root=None, device="auto", precision=None,
+                 compile=False, console=None):
+        """With resume=True, config may be None (continue to the saved step count) or carry new steps.
+
+        precision None: the run's recorded precision when resuming, else `auto`."""
+        self.run_dir, self.console = Path(run_dir), console
+        self.log_path = self.run_dir / "log.jsonl"
+        device = resolve_device(device)
+        distributed.setup(device)
+        if resume:
+            tensors, state = load_checkpoint(self.run_dir)
+            saved = RunConfig.from_dict(state["config"])
+            steps = config.steps if config else saved.steps
+            if steps < state["step"]:
+                raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
+            config = RunConfig.from_dict({**saved.to_dict(), "steps": steps})
+            precision = precision or config.precision
+        elif has_checkpoint(self.run_dir):
+            raise DiffkitError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
+        precision = resolve_precision(precision or config.precision, device)
+        config = resolve_config(RunConfig.from_dict({**config.to_dict(), "precision": precision, "compile": compile}))
+        if config.batch_size < distributed.world_size():
+            raise DiffkitError(f"--batch-size {config.batch_size} is smaller than the {distributed.world_size()} "
+                               f"processes it is split over")
+
+        torch.manual_seed(config.seed)  # network initialisation, the same on every rank
+        self.config = config
+        self.run = Run(config, device, precision)
+        self.network = self.run.network
+        self.ema = copy.deepcopy(self.network).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.scaler = grad_scaler(self.run.device, precision)
+        self.images = to_model_range(load_images(config.dataset, "train", data_root))
+        if resume:
+            self.network.load_state_dict(split_prefix(tensors, "network"))
+            self.ema.load_state_dict(split_prefix(tensors, "ema"))
+            self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
+            if state.get("grad_scaler"):
+                self.scaler.load_state_dict(state["grad_scaler"])
+            self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+            self.step, self.seconds = state["step"], state["train_seconds"]
+            if distributed.is_main():
+                _trim_log(self.log_path, self.step)
+        else:
+            self.run.degradation.fit_prior(self.images, torch.Generator().manual_seed(config.seed))
+            self.step, self.seconds = 0, 0.0
+            if distributed.is_main():
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        self.saved_step = self.step if resume else None
+        self.batches = Batches(self.images, config.batch_size, config.seed)
+        trained = self.network
+        if distributed.active():
+            trained = DistributedDataParallel(trained, device_ids=[self.run.device.index] if self.run.device.type == "cuda" else None)
+        if compile:
+            trained = torch.compile(trained)
+        self.model = Precise(trained, self.run.device, precision)
+
+    def forward_backward(self, step):
+        """This rank's share of the global batch's loss, backpropagated; returns the loss (a tensor).
+
+        Each rank's loss is its images' summed loss over the global batch size, times the number of ranks,
+        so DDP's mean over ranks is the global batch's mean loss, for uneven splits too."""
+        generator = draws.seeded(self.config.seed, step)
+        torch.manual_seed(generator.initial_seed())  # for draws inside the network (dropout)
+        d, x0 = self.run.degradation, self.batches(step)
+        t = d.sample_timesteps(len(x0), generator)
+        params = d.draw_params(len(x0), generator)
+        noise = draws.randn(x0.shape, generator)
+        mine, device = distributed.shard(len(x0)), self.run.device
+        losses = d.training_losses(self.model, x0[mine].to(device), t[mine].to(device), noise[mine].to(device),
+                                   draws.to_device(draws.take(params, mine), device))
+        loss = losses.sum() * distributed.world_size() / len(x0)
+        self.scaler.scale(loss).backward()
+        return loss.detach()
+
+    def run_step(self):
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_backward(self.step)
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.network.parameters()):
+                e.lerp_(p, 1 - decay)
+        self.step += 1
+        return loss
+
+    def log(self, window, seconds):
+        """Append the window's mean loss (over steps and ranks) and speed to log.jsonl; returns the entry."""
+        loss = distributed.mean(torch.stack(window).mean().item(), self.run.device)
+        entry = {"step": self.step, "loss": loss, "images_per_s": len(window) * self.config.batch_size / seconds,
+                 "lr": learning_rate(self.config, self.step - 1)}
+        if distributed.is_main():
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return entry
+
+    def save(self):
+        """Checkpoint the current step on rank 0, once per step (Ctrl-C on a checkpoint step saves once)."""
+        if self.saved_step == self.step:
+            return
+        self.saved_step = self.step
+        if not distributed.is_main():
+            return
+        opt_tensors, opt_rest = flatten_optimizer(self.optimizer.state_dict())
+        tensors = {
+            **{f"network.{k}": v for k, v in _cpu(self.network.state_dict()).items()},
+            **{f"ema.{k}": v for k, v in _cpu(self.ema.state_dict()).items()},
+            **{f"prior.{k}": v for k, v in self.run.degradation.prior_state().items()},
+            **{k: v.detach().cpu() for k, v in opt_tensors.items()},
+        }
+        state = {"config": self.config.to_dict(), "seed": self.config.seed, "step": self.step,
+                 "versions": self.run.versions(), "optimizer": opt_rest,
+                 "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                 "device": str(self.run.device), "world_size": distributed.world_size(),
+                 "train_seconds": self.seconds, "images_seen": self.step * self.config.batch_size}
+        save_checkpoint(self.run_dir, self.step, tensors, state)
+
+    def run_loop(self):
+        """Train to config.steps; returns the Run with the EMA network. Raises Interrupted after Ctrl-C."""
+        config, window, window_start = self.config, [], time.perf_counter()
+        columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} img/s"),
+                   TimeRemainingColumn())
+        self.network.train()
+        with Progress(*columns, console=self.console, disable=not distributed.is_main()) as progress, \
+                deferred_interrupt() as interrupt:
+            task = progress.add_task("train", total=config.steps, completed=self.step, loss=float("nan"), speed=0.0)
+            while self.step < config.steps:
+                tick = time.perf_counter()
+                window.append(self.run_step())
+                self.seconds += time.perf_counter() - tick
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    entry = self.log(window, time.perf_counter() - window_start)
+                    progress.update(task, loss=entry["loss"], speed=entry["images_per_s"])
+                    window, window_start = [], time.perf_counter()
+                progress.update(task, completed=self.step)
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self.save()
+                if distributed.any_rank(interrupt, self.run.device):
+                    self.save()
+                    distributed.barrier()
+                    raise Interrupted(self.step, interrupt[0] if interrupt else signal.SIGINT)
+        distributed.barrier()  # rank 0's last checkpoint is complete before any rank reads it
+        self.run.network, self.run.step = self.ema.eval(), self.step
+        self.run.state = {"train_seconds": self.seconds, "images_seen": self.step * config.batch_size}
+        return self.run
+
+
+def train(config, run_dir, resume=False, data_root=None, device="auto", precision=None, compile=False, console=None):
+    """Train to config.steps in run_dir (see TrainLoop); returns the trained Run with EMA weights."""
+    return TrainLoop(config, run_dir, resume, data_root, device, precision, compile, console).run_loop()

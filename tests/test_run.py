@@ -1,0 +1,117 @@
+"""The Run object and the Python API: one place resolves configs, plans sampling and owns the seeds."""
+
+import json
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import diffkit
+from diffkit.config import RunConfig
+from diffkit.errors import DiffkitError
+from diffkit.run import Run, make_config, resolve_config
+
+from conftest import TINY, invoke
+
+TINY_OPTIONS = {"T": 20, "hidden": "4,8", "time_features": 8}
+
+
+def test_resolve_config_is_pure_and_complete():
+    given = RunConfig(degradation="blur", network="cnn", degradation_options={"T": 3})
+    resolved = resolve_config(given)
+    assert given.sampler is None and given.degradation_options == {"T": 3}  # untouched
+    assert resolved.sampler == "cold" and resolved.degradation_options["sigma"] == 7.0
+    assert resolved.network_options["hidden"] == [16, 32, 32, 16]
+
+
+def test_make_config_routes_options_to_their_component():
+    config = make_config("quick", ["T=50", "eta=0.5"], steps=3)
+    assert (config.steps, config.degradation_options["T"], config.sampler_options["eta"]) == (3, 50, 0.5)
+    with pytest.raises(DiffkitError, match="unknown option 'colour'"):
+        make_config(options={"colour": "red"})
+
+
+def test_plan_resolves_sampler_steps_and_nfe_once():
+    run = Run.build(make_config(degradation="blur", network="cnn", options={"T": 5, "hidden": "4", "time_features": 8}))
+    plan = run.plan()
+    assert (plan.name, plan.steps, plan.nfe) == ("cold", 5, 5)
+    direct = run.plan("direct", steps=4)  # direct always takes one step: it records one, not four
+    assert (direct.name, direct.steps, direct.nfe) == ("direct", 1, 1)
+    with pytest.raises(DiffkitError, match="--steps must be between 1 and T=5, got 999"):
+        run.plan(steps=999)
+    with pytest.raises(DiffkitError, match="sampler 'ddim' does not support degradation 'blur'"):
+        run.plan("ddim")
+
+
+def test_python_api_trains_loads_samples_and_evaluates_off_the_main_thread(tmp_path):
+    """A notebook may run training in a worker thread, where Python allows no signal handlers."""
+    result = {}
+
+    def work():
+        result["run"] = diffkit.train(tmp_path / "run", network="cnn", options=TINY_OPTIONS, steps=3, batch_size=8,
+                                      device="cpu", console=None)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    trained = result["run"]
+    assert trained.step == 3 and trained.device.type == "cpu" and trained.config.precision == "fp32"
+    run = diffkit.load(tmp_path / "run", device="cpu")
+    samples = run.sample(12, steps=2, seed=4)
+    assert samples.images.shape == (12, 1, 28, 28) and samples.images.dtype == torch.uint8
+    assert (samples.meta["steps"], samples.meta["device"], samples.meta["precision"]) == (2, "cpu", "fp32")
+    assert torch.equal(samples.images, run.sample(12, steps=2, seed=4).images)  # the seed decides
+    samples.save(tmp_path / "s.npz")
+    assert np.load(tmp_path / "s.npz")["images"].shape == (12, 28, 28)
+    scores = diffkit.evaluate(samples, device="cpu")
+    assert scores["n"] == 12 and scores["metrics"]["fid"]["value"] > 0
+
+
+def test_a_checkpoint_step_interrupted_is_saved_once(tmp_path, monkeypatch):
+    import contextlib
+
+    import diffkit.trainer as trainer
+
+    saves = []
+    real_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda *a: saves.append(a[1]) or real_save(*a))
+    monkeypatch.setattr(trainer, "deferred_interrupt", lambda: contextlib.nullcontext([signal.SIGTERM]))
+    config = make_config(network="cnn", options=TINY_OPTIONS, steps=5, batch_size=8, checkpoint_every=1)
+    with pytest.raises(trainer.Interrupted) as stopped:
+        trainer.train(config, tmp_path / "run", device="cpu")
+    assert saves == [1] and stopped.value.exit_code == 143  # SIGTERM: 128 + 15
+
+
+def test_precision_is_recorded_in_the_config_and_the_samples(runner, tmp_path):
+    result = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", 2, "--precision", "bf16",
+                    "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "on cpu (bf16)" in result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
+    result = invoke(runner, "sample", tmp_path / "run", "-n", 3, "--steps", 2, "--precision", "bf16",
+                    "--out", tmp_path / "s.npz")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(str(np.load(tmp_path / "s.npz")["meta"]))
+    assert (meta["precision"], meta["device"], meta["config"]["precision"]) == ("bf16", "cpu", "bf16")
+
+
+def test_auto_device_trains_and_a_missing_gpu_is_one_line(runner, tmp_path):
+    result = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", 1, "--device", "auto",
+                    "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    if not torch.cuda.is_available():
+        bad = invoke(runner, "sample", tmp_path / "run", "--device", "cuda", "--out", tmp_path / "s.npz")
+        assert bad.exit_code == 1 and bad.output.strip() == \
+            "Error: --device cuda: CUDA is not available on this machine; use --device cpu or auto"
+    bad = invoke(runner, "sample", tmp_path / "run", "--device", "tpu", "--out", tmp_path / "s.npz")
+    assert bad.exit_code == 1 and "unknown device 'tpu'" in bad.output
+
+
+def test_restore_with_too_many_steps_is_one_line(runner, tmp_path):
+    run = tmp_path / "run"
+    assert invoke(runner, "train", "-d", "blur", "--network", "cnn", "-o", "T=3", "-o", "hidden=4", "-o",
+                  "time_features=8", "--steps", 1, "--batch-size", 8, "--out", run).exit_code == 0
+    result = invoke(runner, "restore", run, "-n", 10, "--steps", 999)
+    assert result.exit_code == 1 and result.output.strip() == "Error: --steps must be between 1 and T=3, got 999"
