@@ -1,8 +1,10 @@
 """Checkpoints: tensors in safetensors (no pickle), everything else in JSON next to them.
 
 Layout: RUN_DIR/checkpoints/step-00001000/{weights.safetensors, state.json} plus RUN_DIR/checkpoints/latest
-naming the newest. A checkpoint is written into a hidden folder, renamed into place, and only then
-does `latest` move to it, so a killed run always leaves the previous checkpoint intact.
+naming the newest. A checkpoint is written into a hidden folder, flushed to disk, renamed into place, and
+only then does `latest` move to it and are older ones deleted: the folder `latest` names is never touched
+before its successor is complete and durable. A step that is already saved is not saved again. If
+`latest` is ever broken, loading falls back to the newest complete checkpoint and says so.
 """
 
 import json
@@ -10,49 +12,95 @@ import os
 import shutil
 from pathlib import Path
 
+from rich.markup import escape
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from diffkit.atomic import write_text
+from diffkit.atomic import fsync_path, write_text
 from diffkit.errors import DiffkitError
 
 
 def save_checkpoint(run_dir, step, tensors, state):
     folder = Path(run_dir) / "checkpoints"
     final, tmp = folder / f"step-{step:08d}", folder / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors", metadata={"step": str(step)})
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    write_text(folder / "latest", final.name)
-    for old in folder.glob("step-*"):
+    if not _complete(final):  # a second save of the same step: the first one stands
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
+                  metadata={"step": str(step)})
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))  # last: marks it complete
+        for path in (tmp / "weights.safetensors", tmp / "state.json", tmp):
+            fsync_path(path)
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of a crashed save, never `latest`
+        os.replace(tmp, final)
+        fsync_path(folder)
+    latest = folder / "latest"
+    if not latest.is_file() or latest.read_text().strip() != final.name:
+        write_text(latest, final.name)
+    for old in [*folder.glob("step-*"), *folder.glob(".tmp-step-*")]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _complete(path):
+    """Whether a checkpoint folder holds its weights and a readable state.json (written last)."""
+    try:
+        return (path / "weights.safetensors").is_file() and "step" in json.loads((path / "state.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def has_checkpoint(run_dir):
-    return (Path(run_dir) / "checkpoints" / "latest").is_file()
+    return (Path(run_dir) / "checkpoints" / "latest").is_file() or bool(_complete_checkpoints(run_dir))
 
 
-def load_checkpoint(run_dir):
-    """(tensors, state) of the newest checkpoint in run_dir, or a one-line error."""
+def _complete_checkpoints(run_dir):
+    """Complete checkpoint folders (renamed or not), newest step first."""
     folder = Path(run_dir) / "checkpoints"
-    if not Path(run_dir).is_dir():
-        raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
-    if not has_checkpoint(run_dir):
-        raise DiffkitError(f"no checkpoint in {run_dir}: expected {folder}/latest from `diffkit train`")
-    path = folder / (folder / "latest").read_text().strip()
+    found = [p for p in folder.glob("*step-*") if p.name.lstrip(".").removeprefix("tmp-").startswith("step-")
+             and p.name.rsplit("-", 1)[-1].isdigit() and _complete(p)]
+    return sorted(found, key=lambda p: (int(p.name.rsplit("-", 1)[-1]), not p.name.startswith(".")), reverse=True)
+
+
+def _read(path):
     try:
         state = json.loads((path / "state.json").read_text())
         tensors = load_file(path / "weights.safetensors")
     except (OSError, ValueError, SafetensorError) as exc:
         raise DiffkitError(f"unreadable checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if not isinstance(state, dict) or "config" not in state or "step" not in state:
-        raise DiffkitError(f"unreadable checkpoint {path}: state.json lacks config or step")
+    if not isinstance(state, dict) or "config" not in state or not isinstance(state.get("step"), int) \
+            or isinstance(state.get("step"), bool) or not isinstance(state["config"], dict):
+        raise DiffkitError(f"unreadable checkpoint {path}: state.json lacks a config or an integer step")
     return tensors, state
+
+
+def load_checkpoint(run_dir, warn=None):
+    """(tensors, state) of the newest checkpoint in run_dir, or a one-line error.
+
+    If `latest` names nothing readable, the newest complete checkpoint is used and `warn(line)` says so."""
+    folder = Path(run_dir) / "checkpoints"
+    if not Path(run_dir).is_dir():
+        raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
+    named = None
+    if (folder / "latest").is_file():
+        named = folder / (folder / "latest").read_text().strip()
+        if _complete(named):
+            return _read(named)
+    candidates = _complete_checkpoints(run_dir)
+    if not candidates:
+        if named is not None:
+            return _read(named)  # the one-line reason it is unreadable
+        raise DiffkitError(f"no checkpoint in {run_dir}: expected {folder}/latest from `diffkit train`")
+    (warn or _warn)(f"Warning: {folder}/latest names {named.name if named else 'nothing'}, which is missing or "
+                    f"incomplete; using {candidates[0].name}, the newest complete checkpoint")
+    return _read(candidates[0])
+
+
+def _warn(line):
+    from rich.console import Console
+
+    Console(stderr=True).print(escape(line), highlight=False, soft_wrap=True)
 
 
 def split_prefix(tensors, prefix):

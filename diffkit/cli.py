@@ -1,6 +1,7 @@
 """The `diffkit` command line. Plugins add commands through the register_commands(cli) hook."""
 
 import json
+import os
 import sys
 
 import click
@@ -77,8 +78,10 @@ def train(degradation, network, sampler, assignments, preset, steps, batch_size,
           checkpoint_every, seed, dataset, data_root, run_dir, resume, device, precision, compile_):
     """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
     from diffkit.api import train as run_training
+    from diffkit.atomic import check_writable
     from diffkit.trainer import Interrupted
 
+    check_writable(run_dir, "--out", folder=True)
     try:
         run = run_training(run_dir, preset=preset, options=list(assignments), resume=resume, device=device,
                            precision=precision, compile=compile_, data_root=data_root, console=console,
@@ -108,11 +111,15 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     import torch
 
     from diffkit import distributed
+    from diffkit.atomic import check_writable
     from diffkit.images import save_grid
     from diffkit.run import Run
 
     if not str(out).endswith(".npz"):
         raise DiffkitError(f"--out must be a .npz file, got {out}")
+    for option, path in (("--out", out), ("--grid", grid), ("--trajectory", trajectory)):
+        if path:
+            check_writable(path, option)
     run = Run.load(run_dir, device, precision)
     distributed.setup(run.device)
     options = split_assignments(assignments) if assignments or sampler else None
@@ -146,13 +153,15 @@ def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_r
     import torch
 
     from diffkit import draws
+    from diffkit.atomic import check_writable
     from diffkit.data import load_images, to_model_range, to_uint8
     from diffkit.device import resolve_device
     from diffkit.images import save_grid
     from diffkit.run import build_degradation
 
-    if count < 1 or frames < 2:
-        raise DiffkitError("-n must be at least 1 and --frames at least 2")
+    if not 1 <= count <= 1000 or not 2 <= frames <= 1000:
+        raise DiffkitError("-n must be in 1..1000 and --frames in 2..1000")
+    check_writable(grid, "--grid")
     device = resolve_device(device)
     _, d = build_degradation(degradation, split_assignments(assignments))
     x0 = to_model_range(load_images(dataset, "test", data_root)[:count]).to(device)
@@ -189,5 +198,37 @@ def list_command(kind):
     Console().print(table)
 
 
-def main():
-    cli()
+def _fail(message, code):
+    """Print `Error: message` as one line on stderr and exit with `code`."""
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def main(args=None):
+    """The `diffkit` command: every failure is one line on stderr and a non-zero exit, never a traceback.
+
+    Bad input raises DiffkitError (exit 1); click's usage errors exit 2; Ctrl-C outside training exits 130;
+    an OSError (a full disk, a permission) is reported with its path; anything else is a bug, reported in
+    one line (set DIFFKIT_DEBUG=1 to see its traceback)."""
+    try:
+        code = cli.main(args=args, prog_name="diffkit", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        _fail(exc.format_message() + where, exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Error: interrupted", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # an import cut short (torch's, say) can crash the interpreter's shutdown
+    except OSError as exc:
+        if os.environ.get("DIFFKIT_DEBUG"):
+            raise
+        _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not bad input
+        if os.environ.get("DIFFKIT_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(a bug in diffkit or a plugin; run with DIFFKIT_DEBUG=1 for the traceback)", 1)
+    sys.exit(code if isinstance(code, int) else 0)

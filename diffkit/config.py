@@ -5,6 +5,8 @@ alone rebuilds its degradation, network and sampler.
 """
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 
 from diffkit.errors import DiffkitError
@@ -35,29 +37,63 @@ class RunConfig:
     compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self):
+        self._check_types()
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise DiffkitError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= LIMITS[name]:
+                raise DiffkitError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)} "
+                                   f"(at most {LIMITS[name]:,})")
         if self.sample_steps is not None and self.sample_steps < 1:
             raise DiffkitError(f"sample steps must be a positive integer, got {self.sample_steps}")
-        if not self.lr > 0:
-            raise DiffkitError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_steps <= LIMITS["steps"]:
+            raise DiffkitError(f"warmup-steps must be a non-negative integer, got {self.warmup_steps}")
+        if not 0 <= self.seed < 2**32:
+            raise DiffkitError(f"seed must be an integer in 0..{2**32 - 1}, got {self.seed}")
+        if not 0 < self.lr <= 10:
+            raise DiffkitError(f"lr must be positive and at most 10, got {self.lr}")
+        if not self.grad_clip > 0:
+            raise DiffkitError(f"grad-clip must be positive, got {self.grad_clip}")
         if not 0 <= self.ema_decay < 1:
             raise DiffkitError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in PRECISIONS:
             raise DiffkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def _check_types(self):
+        """Each field has its declared type: a bool is not a number, a float is finite (TOML and state.json
+        values arrive unchecked)."""
+        for f in dataclasses.fields(self):
+            value, kinds = getattr(self, f.name), FIELD_TYPES[f.name]
+            if value is None and type(None) in kinds:
+                continue
+            ok = not isinstance(value, bool) or bool in kinds
+            ok = ok and isinstance(value, tuple(kinds))
+            if float in kinds and ok and not math.isfinite(value):
+                ok = False
+            if not ok:
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise DiffkitError(f"config value {f.name} = {value!r} must be {expected}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values):
+        if not isinstance(values, dict):
+            raise DiffkitError(f"a run config must be a table of keys and values, got {values!r}"[:200])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise DiffkitError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
 
+
+def _accepted(kind):
+    """The Python types a field declared as `kind` accepts (X | None gives both; a float field takes ints)."""
+    kinds = typing.get_args(kind) or (kind,)
+    return kinds + (int,) if float in kinds else kinds
+
+
+FIELD_TYPES = {name: _accepted(kind) for name, kind in typing.get_type_hints(RunConfig).items()}
+LIMITS = {"steps": 10**9, "batch_size": 65_536, "checkpoint_every": 10**9, "log_every": 10**9}
 
 PRESETS = {
     # The seed project's defaults (Prince, Understanding Deep Learning coursework).

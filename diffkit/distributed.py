@@ -43,13 +43,13 @@ def shard(n):
     return slice(n * r // size, n * (r + 1) // size)
 
 
-def any_rank(flag, device):
-    """True on every rank when `flag` is true on any rank (so all ranks stop at the same step)."""
+def any_rank(flags, device):
+    """For each flag: true on every rank when it is true on any rank (so all ranks stop at the same step)."""
     if not active():
-        return bool(flag)
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+        return [bool(f) for f in flags]
+    value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return [bool(v) for v in value.tolist()]
 
 
 def mean(value, device):

@@ -4,6 +4,7 @@ x_T always comes from the degradation's fitted prior, never from degraded real i
 """
 
 import json
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,10 @@ def _sample_batch(run, plan, index, size, shape, seed, trajectory_count, on_step
                                  on_step=on_step, params=params)
     if want_path:
         result, path = result
+    if not torch.isfinite(result).all():
+        raise DiffkitError(f"sampler {plan.name!r} produced non-finite images in batch {index}: the network or "
+                           f"the sampler diverged; try another sampler or more --steps")
+    if want_path:
         return to_uint8(result).cpu(), [to_uint8(x[:trajectory_count]).cpu() for x in path]
     return to_uint8(result).cpu(), None
 
@@ -88,30 +93,38 @@ def save_samples(path, images, meta):
 
 
 def load_samples(path, image_size=28, channels=1):
-    """(uint8 tensor (N, C, H, W), meta dict) from a samples .npz, with one-line errors for bad files."""
+    """(uint8 tensor (N, C, H, W), meta dict) from a samples .npz, with one-line errors for bad files.
+
+    Images must be integers in 0..255 (uint8 or another integer type): float arrays are refused, since a
+    [-1, 1] or [0, 1] float array read as pixels would score as black images without a word."""
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DiffkitError(f"cannot read {path} as .npz: {exc}".splitlines()[0]) from None
-    if "images" not in data.files:
-        raise DiffkitError(f"{path} has no 'images' array (found: {', '.join(data.files) or 'nothing'})")
-    images = data["images"]
+        with np.load(path, allow_pickle=False) as data:
+            files = data.files
+            images = data["images"] if "images" in files else None
+            raw_meta = data["meta"] if "meta" in files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DiffkitError(f"cannot read {path} as a samples .npz: {exc}".splitlines()[0]) from None
+    if images is None:
+        raise DiffkitError(f"{path} has no 'images' array (found: {', '.join(files) or 'nothing'})")
+    shape = images.shape
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] == channels and images.shape[1] != channels:
         images = images.transpose(0, 3, 1, 2)
-    if images.ndim != 4 or images.shape[1:] != (channels, image_size, image_size):
-        raise DiffkitError(f"{path}: images must be N×{image_size}×{image_size} (got shape {data['images'].shape})")
+    if images.ndim != 4 or images.shape[1:] != (channels, image_size, image_size) or len(images) == 0:
+        raise DiffkitError(f"{path}: images must be N×{image_size}×{image_size} with N ≥ 1 (got shape {shape})")
     if images.dtype != np.uint8:
-        if not np.issubdtype(images.dtype, np.number) or images.size == 0:
-            raise DiffkitError(f"{path}: images must be numeric uint8 0..255 (got {images.dtype})")
-        low, high = float(images.min()), float(images.max())
-        if low < 0 or high > 255 or not np.array_equal(images, np.round(images)):
-            raise DiffkitError(f"{path}: image values must be integers in 0..255 (got {images.dtype} in "
-                               f"[{low:.3g}, {high:.3g}]); convert [-1, 1] floats with round((x + 1) * 127.5)")
+        if not np.issubdtype(images.dtype, np.integer):
+            raise DiffkitError(f"{path}: images must be uint8 0..255 (got {images.dtype}); convert [-1, 1] floats "
+                               f"with np.round((x + 1) * 127.5).astype(np.uint8)")
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise DiffkitError(f"{path}: image values must be in 0..255 (got {images.dtype} in [{low}, {high}])")
         images = images.astype(np.uint8)
     try:
-        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+        meta = json.loads(str(raw_meta)) if raw_meta is not None else {}
+        if not isinstance(meta, dict):
+            raise ValueError
     except ValueError:
         raise DiffkitError(f"{path}: its 'meta' array is not the JSON diffkit writes; drop it or fix it") from None
     return torch.from_numpy(np.ascontiguousarray(images)), meta

@@ -6,13 +6,18 @@ refused, so a typo never silently falls back to a default.
 """
 
 import dataclasses
+import math
 import typing
 
 from diffkit.errors import DiffkitError
 
 
+INT_LIMIT = 2**31  # no option needs more; a larger value is a typo that would exhaust memory later
+
+
 def _convert(value, kind, key):
-    """Convert one value to `kind` (str, int, float, bool, Literal[...] or tuple[int, ...])."""
+    """Convert one value to `kind` (str, int, float, bool, Literal[...] or tuple[int, ...]), strictly:
+    a bool is not a number, a float must be finite, an int must be integral and below 2**31 in size."""
     origin = typing.get_origin(kind)
     if origin is typing.Literal:
         choices = typing.get_args(kind)
@@ -21,22 +26,34 @@ def _convert(value, kind, key):
         return value
     if origin is tuple:
         item = typing.get_args(kind)[0]
+        if not isinstance(value, (str, list, tuple)):
+            raise DiffkitError(f"option {key}={value!r}: expected a comma-separated list")
         parts = value.split(",") if isinstance(value, str) else list(value)
         return tuple(_convert(p.strip() if isinstance(p, str) else p, item, key) for p in parts)
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
             return True
-        if str(value).lower() in ("0", "false", "no", "off"):
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
             return False
         raise DiffkitError(f"option {key}={value!r}: expected true or false")
+    if kind is str:
+        if not isinstance(value, str):
+            raise DiffkitError(f"option {key}={value!r}: expected a string")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DiffkitError(f"option {key}={value!r}: expected {kind.__name__}")
     try:
         converted = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DiffkitError(f"option {key}={value!r}: expected {kind.__name__}") from None
     if kind is int and isinstance(value, float) and value != converted:
         raise DiffkitError(f"option {key}={value!r}: expected int")
+    if kind is int and abs(converted) >= INT_LIMIT:
+        raise DiffkitError(f"option {key}={value!r}: out of range (at most {INT_LIMIT - 1:,})")
+    if kind is float and not math.isfinite(converted):
+        raise DiffkitError(f"option {key}={value!r}: expected a finite number")
     return converted
 
 
@@ -48,10 +65,12 @@ def parse_options(schema, values, component="component"):
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise DiffkitError(f"unknown option {unknown[0]!r} for {component}; known options: {known}")
+    if not isinstance(values, dict):
+        raise DiffkitError(f"options for {component} must be a table of KEY = VALUE, got {values!r}")
     kwargs = {k: _convert(v, hints[k], k) for k, v in values.items()}
     try:
         return schema(**kwargs)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise DiffkitError(f"{component}: {exc}") from None
 
 

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from diffkit import __version__, draws
 from diffkit.checkpoint import load_checkpoint, split_prefix
 from diffkit.config import RunConfig, merge, preset as load_preset
@@ -134,8 +136,12 @@ class Run:
         Sampling defaults to fp32 whatever the device, so a seed's samples match across devices."""
         tensors, state = load_checkpoint(run_dir)
         run = cls(RunConfig.from_dict(state["config"]), device, precision)
+        ema = split_prefix(tensors, "ema")
+        if not all(torch.isfinite(v).all() for v in ema.values() if v.is_floating_point()):
+            raise DiffkitError(f"the checkpoint in {run_dir} holds non-finite weights (the run diverged); "
+                               f"train it again with a lower --lr")
         try:
-            run.network.load_state_dict(split_prefix(tensors, "ema"))
+            run.network.load_state_dict(ema)
         except RuntimeError as exc:
             raise DiffkitError(f"checkpoint in {run_dir} does not match its network: {str(exc).splitlines()[0]}") from None
         run.network.eval()

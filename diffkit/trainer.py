@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -28,6 +29,7 @@ from diffkit.data import load_images, to_model_range
 from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.run import Run, resolve_config
+from diffkit.runlock import run_lock
 
 
 class Batches:
@@ -74,17 +76,44 @@ def deferred_interrupt():
             signal.signal(s, handler)
 
 
+class Diverged(DiffkitError):
+    """The loss or the gradients stopped being finite; nothing of that step was applied or saved."""
+
+    def __init__(self, step, saved_step):
+        kept = f"the last good checkpoint (step {saved_step}) is kept; --resume continues from it" \
+            if saved_step else "no checkpoint had been written yet"
+        super().__init__(f"training diverged at step {step}: the loss or its gradients are not finite "
+                         f"(try a lower --lr); {kept}")
+
+
 def learning_rate(config, step):
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     return config.lr
 
 
-def _trim_log(path, step):
+def read_log(path, warn=None):
+    """The entries of a log.jsonl; a line that is not a JSON object with a step (a crash mid-write) is
+    skipped, and `warn` says how many were."""
+    entries, bad = [], 0
+    for line in Path(path).read_text(errors="replace").splitlines() if Path(path).exists() else []:
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                raise ValueError
+            entries.append(entry)
+        except ValueError:
+            bad += 1 if line.strip() else 0
+    if bad and warn:
+        warn(f"Warning: skipped {bad} unreadable line(s) of {path}")
+    return entries
+
+
+def _trim_log(path, step, warn):
     """Keep the log lines of steps the checkpoint already holds (a resume rewrites the rest)."""
     if path.exists():
-        lines = [l for l in path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-        write_text(path, "".join(l + "\n" for l in lines))
+        kept = [e for e in read_log(path, warn) if e["step"] <= step]
+        write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
 def _cpu(state_dict):
@@ -104,7 +133,7 @@ class TrainLoop:
         device = resolve_device(device)
         distributed.setup(device)
         if resume:
-            tensors, state = load_checkpoint(self.run_dir)
+            tensors, state = load_checkpoint(self.run_dir, self._warn)
             saved = RunConfig.from_dict(state["config"])
             steps = config.steps if config else saved.steps
             if steps < state["step"]:
@@ -136,12 +165,12 @@ class TrainLoop:
             self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
             self.step, self.seconds = state["step"], state["train_seconds"]
             if distributed.is_main():
-                _trim_log(self.log_path, self.step)
+                _trim_log(self.log_path, self.step, self._warn)
         else:
             self.run.degradation.fit_prior(self.images, torch.Generator().manual_seed(config.seed))
             self.step, self.seconds = 0, 0.0
             if distributed.is_main():
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.log_path.unlink(missing_ok=True)  # a fresh run starts with an empty log
                 write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
         self.saved_step = self.step if resume else None
         self.batches = Batches(self.images, config.batch_size, config.seed)
@@ -151,6 +180,10 @@ class TrainLoop:
         if compile:
             trained = torch.compile(trained)
         self.model = Precise(trained, self.run.device, precision)
+
+    def _warn(self, line):
+        if self.console is not None and distributed.is_main():
+            self.console.print(escape(line), highlight=False, soft_wrap=True)
 
     def forward_backward(self, step):
         """This rank's share of the global batch's loss, backpropagated; returns the loss (a tensor).
@@ -170,13 +203,21 @@ class TrainLoop:
         self.scaler.scale(loss).backward()
         return loss.detach()
 
-    def run_step(self):
+    def run_step(self, interrupted=False):
+        """One optimizer step. Returns (loss, stop): stop is true on every rank when any rank was interrupted.
+
+        A non-finite loss or gradient norm on any rank raises Diverged before the update is applied
+        (with fp16, inf gradients are the scaler's business: it skips the step and lowers its scale)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.forward_backward(self.step)
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+        finite = bool(torch.isfinite(loss)) and (self.scaler.is_enabled() or bool(torch.isfinite(norm)))
+        diverged, stop = distributed.any_rank([not finite, bool(interrupted)], self.run.device)
+        if diverged:
+            raise Diverged(self.step + 1, self.saved_step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
@@ -184,7 +225,7 @@ class TrainLoop:
             for e, p in zip(self.ema.parameters(), self.network.parameters()):
                 e.lerp_(p, 1 - decay)
         self.step += 1
-        return loss
+        return loss, stop
 
     def log(self, window, seconds):
         """Append the window's mean loss (over steps and ranks) and speed to log.jsonl; returns the entry."""
@@ -193,7 +234,7 @@ class TrainLoop:
                  "lr": learning_rate(self.config, self.step - 1)}
         if distributed.is_main():
             with open(self.log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+                f.write(json.dumps(entry, allow_nan=False) + "\n")
         return entry
 
     def save(self):
@@ -229,7 +270,8 @@ class TrainLoop:
             task = progress.add_task("train", total=config.steps, completed=self.step, loss=float("nan"), speed=0.0)
             while self.step < config.steps:
                 tick = time.perf_counter()
-                window.append(self.run_step())
+                loss, stop = self.run_step(interrupt)
+                window.append(loss)
                 self.seconds += time.perf_counter() - tick
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     entry = self.log(window, time.perf_counter() - window_start)
@@ -238,7 +280,7 @@ class TrainLoop:
                 progress.update(task, completed=self.step)
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                     self.save()
-                if distributed.any_rank(interrupt, self.run.device):
+                if stop:
                     self.save()
                     distributed.barrier()
                     raise Interrupted(self.step, interrupt[0] if interrupt else signal.SIGINT)
@@ -249,5 +291,9 @@ class TrainLoop:
 
 
 def train(config, run_dir, resume=False, data_root=None, device="auto", precision=None, compile=False, console=None):
-    """Train to config.steps in run_dir (see TrainLoop); returns the trained Run with EMA weights."""
-    return TrainLoop(config, run_dir, resume, data_root, device, precision, compile, console).run_loop()
+    """Train to config.steps in run_dir (see TrainLoop), holding the run directory's lock; returns the
+    trained Run with EMA weights."""
+    if resume and not Path(run_dir).is_dir():
+        raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
+    with run_lock(run_dir):
+        return TrainLoop(config, run_dir, resume, data_root, device, precision, compile, console).run_loop()

@@ -6,8 +6,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from rich.markup import escape
+
 from diffkit import distributed
-from diffkit.atomic import write_text
+from diffkit.atomic import check_writable, write_text
 from diffkit.cli import device_options
 from diffkit.errors import DiffkitError
 
@@ -32,10 +34,12 @@ def evaluate_command(cli):
         from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, scorecard_table
 
-        if count is not None and count < 1:
-            raise DiffkitError(f"-n must be a positive integer, got {count}")
+        if count is not None and not 1 <= count <= 1_000_000:
+            raise DiffkitError(f"-n must be a positive integer up to 1,000,000, got {count}")
         if split not in ("test", "train"):
             raise DiffkitError(f"unknown reference split {split!r}; choose test or train")
+        if json_out:
+            check_writable(json_out, "--json")
         if Path(source).is_dir():
             run = Run.load(source, device, precision)
             dataset = run.config.dataset
@@ -49,7 +53,7 @@ def evaluate_command(cli):
                 images = images[:count]
         evaluator = Evaluator(dataset, split, data_root, console, device)
         result = evaluator.score(images, meta, seed)
-        Console().print(scorecard_table(result, title=f"diffkit evaluate {source}"))
+        Console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
         if json_out:
             write_text(json_out, json.dumps(result, indent=2))
 
@@ -67,13 +71,14 @@ def compare_command(cli):
         from diffkit_eval.compare import run_comparison
         from diffkit_eval.report import write_report
 
+        check_writable(out_dir, "--out", folder=True)
         comparison = run_comparison(config, out_dir, data_root, console, device)
         if comparison is None:  # not rank 0: its share of the work is done
             return
         rows = write_report(comparison)
         best = min(rows, key=lambda r: r["fid"])
-        console.print(f"[green]wrote[/] {out_dir}/report.html and report.md ({len(rows)} pairs; best FID "
-                      f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {best['model']} / {best['sampler']}-{best['steps']})")
+        console.print(f"[green]wrote[/] {escape(str(out_dir))}/report.html and report.md ({len(rows)} pairs; best FID "
+                      f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['model'])} / {best['sampler']}-{best['steps']})")
 
 
 def restore_command(cli):
@@ -99,16 +104,19 @@ def restore_command(cli):
         from diffkit_eval.evaluate import Evaluator, format_value
         from diffkit_eval.restore import restore as run_restore
 
-        if count < 10:
-            raise DiffkitError(f"-n must be at least 10, got {count}")
+        if not 10 <= count <= 1_000_000:
+            raise DiffkitError(f"-n must be between 10 and 1,000,000, got {count}")
         if split not in ("test", "train"):
             raise DiffkitError(f"unknown split {split!r}; choose test or train")
+        for option, path in (("--json", json_out), ("--grid", grid)):
+            if path:
+                check_writable(path, option)
         run = Run.load(run_dir, device, precision)
         run.plan(sampler, None, steps)  # a bad sampler or step count fails before any work
         evaluator = Evaluator(run.config.dataset, "test", data_root, console, run.device)
         result, info = run_restore(run, evaluator, count, sampler, steps, seed, split, data_root)
         table = Table("restoration of real images", "RMSE", "SSIM", "FID vs test",
-                      title=f"diffkit restore {run_dir}",
+                      title=f"diffkit restore {escape(str(run_dir))}",
                       caption=f"N = {info['n']} {split} images degraded to t = T; sampled = {info['sampler']} × {info['steps']}")
         for kind, m in result.items():
             table.add_row(kind, format_value(m["rmse"]), format_value(m["ssim"]), format_value(m["fid"]))

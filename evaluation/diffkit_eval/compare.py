@@ -17,19 +17,23 @@ Config (TOML):
     samplers = [{ name = "ddpm" }, { name = "ddim", steps = [10, 50], options = { eta = 0.0 } }]
 """
 
+import hashlib
 import json
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from diffkit import distributed
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
+from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.generate import load_samples, save_samples
 from diffkit.run import Run, resolve_config
-from diffkit.trainer import train
+from diffkit.trainer import read_log, train
 
 SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "dataset": "mnist", "device": "auto"}
 MODEL_KEYS = {"name", "preset", "samplers"}
@@ -38,53 +42,99 @@ SAMPLER_KEYS = {"name", "steps", "options"}
 
 @dataclass
 class Pair:
+    """One (model, sampler, steps, options) to sample and score, resolved against the model's run config."""
+
     model: str
     sampler: str
-    steps: int | None
-    options: dict = field(default_factory=dict)
+    steps: int
+    options: dict = field(default_factory=dict)  # as written in the config; {} means the sampler's defaults
 
     @property
     def label(self):
-        return f"{self.model} / {self.sampler}" + (f"-{self.steps}" if self.steps else "")
+        return f"{self.model} / {self.sampler}-{self.steps}" + (f" {self.options}" if self.options else "")
 
     @property
     def slug(self):
-        return f"{self.model}__{self.sampler}" + (f"-{self.steps}" if self.steps else "")
+        """File-name stem, unique per pair: options, when given, add a hash of themselves."""
+        tag = hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()[:8] if self.options else ""
+        return f"{self.model}__{self.sampler}-{self.steps}" + (f"-{tag}" if tag else "")
+
+
+def _need(condition, message):
+    if not condition:
+        raise DiffkitError(message)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_settings(path, settings):
+    unknown = sorted(set(settings) - set(SETTINGS))
+    _need(not unknown, f"{path}: unknown [compare] key {unknown[0] if unknown else ''!r}; known: {', '.join(SETTINGS)}")
+    _need(_is_int(settings["samples"]) and 10 <= settings["samples"] <= 1_000_000,
+          f"{path}: samples must be an integer between 10 and 1,000,000")
+    _need(_is_int(settings["seed"]) and 0 <= settings["seed"] < 2**32, f"{path}: seed must be an integer in 0..{2**32 - 1}")
+    _need(settings["reference"] in ("test", "train"), f"{path}: reference must be \"test\" or \"train\"")
+    _need(isinstance(settings["dataset"], str) and isinstance(settings["device"], str),
+          f"{path}: dataset and device must be strings")
+
+
+def _pairs(path, name, entry, config):
+    """The model's pairs, each planned against a fresh build of its config: an unknown sampler, a bad option
+    or too many steps fails here, before anything trains."""
+    samplers = entry.get("samplers", [{}])
+    _need(isinstance(samplers, list) and all(isinstance(s, dict) for s in samplers),
+          f"{path}: model {name!r}: samplers must be a list of tables like {{ name = \"ddim\", steps = [10, 50] }}")
+    run = Run.build(config)
+    pairs = []
+    for s in samplers:
+        unknown = sorted(set(s) - SAMPLER_KEYS)
+        _need(not unknown, f"{path}: model {name!r}: unknown sampler key {unknown[0] if unknown else ''!r}")
+        sampler, options, steps = s.get("name"), s.get("options", {}), s.get("steps")
+        _need(sampler is None or isinstance(sampler, str), f"{path}: model {name!r}: a sampler name must be a string")
+        _need(isinstance(options, dict), f"{path}: model {name!r}: sampler options must be a table")
+        for step in steps if isinstance(steps, list) else [steps]:
+            _need(step is None or _is_int(step), f"{path}: model {name!r}: sampler steps must be integers, got {step!r}")
+            plan = run.plan(sampler, dict(options) if options else None, step)
+            pairs.append(Pair(name, plan.name, plan.steps, dict(options)))
+    return pairs
 
 
 def read_config(path):
-    """(settings, {model name: RunConfig}, [Pair]) from a comparison TOML file."""
+    """(settings, {model name: resolved RunConfig}, [Pair]) from a comparison TOML file, all checked."""
     try:
         raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DiffkitError(f"cannot read comparison config {path}: {exc}") from None
     unknown = sorted(set(raw) - {"compare", "models"})
-    if unknown:
-        raise DiffkitError(f"{path}: unknown section {unknown[0]!r}; expected [compare] and [[models]]")
+    _need(not unknown, f"{path}: unknown section {unknown[0] if unknown else ''!r}; expected [compare] and [[models]]")
+    _need(isinstance(raw.get("compare", {}), dict), f"{path}: [compare] must be a table")
     settings = {**SETTINGS, **raw.get("compare", {})}
-    if sorted(set(settings) - set(SETTINGS)):
-        raise DiffkitError(f"{path}: unknown [compare] key {sorted(set(settings) - set(SETTINGS))[0]!r}; known: {', '.join(SETTINGS)}")
-    if not isinstance(settings["samples"], int) or settings["samples"] < 1:
-        raise DiffkitError(f"{path}: samples must be a positive integer")
+    _check_settings(path, settings)
+    entries = raw.get("models", [])
+    _need(isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries),
+          f"{path}: no [[models]] to compare")
     models, pairs = {}, []
-    for entry in raw.get("models", []):
+    for entry in entries:
         name = entry.get("name")
-        if not name or not str(name).replace("-", "").replace("_", "").isalnum():
-            raise DiffkitError(f"{path}: every [[models]] entry needs a name of letters, digits, - and _")
-        if name in models:
-            raise DiffkitError(f"{path}: model name {name!r} appears twice")
+        _need(isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and len(name) <= 64,
+              f"{path}: every [[models]] entry needs a name of letters, digits, - and _ (got {name!r})")
+        _need(name not in models, f"{path}: model name {name!r} appears twice")
+        _need(isinstance(entry.get("preset", ""), str), f"{path}: model {name!r}: preset must be a string")
         base = preset(entry["preset"]) if "preset" in entry else {}
         values = merge(base, {k: v for k, v in entry.items() if k not in MODEL_KEYS})
         values.setdefault("dataset", settings["dataset"])
-        models[name] = RunConfig.from_dict(values)
-        for s in entry.get("samplers", [{"name": None}]):
-            if set(s) - SAMPLER_KEYS:
-                raise DiffkitError(f"{path}: model {name!r}: unknown sampler key {sorted(set(s) - SAMPLER_KEYS)[0]!r}")
-            step_list = s.get("steps")
-            for steps in step_list if isinstance(step_list, list) else [step_list]:
-                pairs.append(Pair(name, s.get("name"), steps, dict(s.get("options", {}))))
-    if not models:
-        raise DiffkitError(f"{path}: no [[models]] to compare")
+        try:
+            models[name] = resolve_config(RunConfig.from_dict(values))
+        except DiffkitError as exc:
+            raise DiffkitError(f"{path}: model {name!r}: {exc.message}") from None
+        pairs += _pairs(path, name, entry, models[name])
+    seen = {}
+    for pair in pairs:
+        key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True))
+        _need(key not in seen, f"{path}: model {pair.model!r} lists {pair.sampler}-{pair.steps} twice with the same options")
+        seen[key] = pair
     return settings, models, pairs
 
 
@@ -107,7 +157,7 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
             raise DiffkitError(f"{run_dir} holds a run with another config than model {name!r}; "
                                f"delete it or rename the model")
         if state["step"] >= config.steps:
-            console.print(f"[dim]reusing {run_dir} ({state['step']} steps)")
+            console.print(f"[dim]reusing {escape(str(run_dir))} ({state['step']} steps)")
             return
         console.print(f"resuming {name} from step {state['step']}")
         train(config, run_dir, resume=True, data_root=data_root, device=device, console=console)
@@ -143,6 +193,7 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
 
     settings, models, pairs = read_config(config_path)
     settings["device"] = device = device or settings["device"]
+    resolve_device(device)  # an unknown or absent device fails before anything trains
     out_dir = Path(out_dir)
     for name, config in models.items():
         ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
@@ -166,5 +217,4 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
 
 
 def log_of(run_dir):
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_log(Path(run_dir) / "log.jsonl")

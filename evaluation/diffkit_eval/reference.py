@@ -6,6 +6,7 @@ the nearest-training-image distances of the test split, which no generator has s
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
@@ -16,14 +17,25 @@ from diffkit_eval.classifier import cache_dir
 from diffkit_eval.metrics import DC_K, PR_K, knn_space, kth_radius, nearest_distance
 
 
+KEYS = {"features", "logits", "pr_radii", "dc_radii", "test_nn", "mu", "sigma"}
+
+
+def _read_cache(path):
+    """The cached reference, or None when it is missing or unreadable (then it is computed again)."""
+    try:
+        stored = load_file(path)
+    except (OSError, SafetensorError, ValueError):
+        return None
+    return stored if KEYS <= set(stored) else None
+
+
 def load_reference(extractor, dataset, split="test", data_root=None):
     if split not in SPLITS:
         raise DiffkitError(f"unknown reference split {split!r}; choose one of {', '.join(SPLITS)}")
     path = cache_dir() / "references" / f"{extractor.name}-{split}.safetensors"
     train_images = load_images(dataset, "train", data_root)
-    if path.exists():
-        stored = load_file(path)
-    else:
+    stored = _read_cache(path)
+    if stored is None:
         images = load_images(dataset, split, data_root)
         out = extractor(images)
         test = images if split == "test" else load_images(dataset, "test", data_root)

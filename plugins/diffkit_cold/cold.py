@@ -22,12 +22,12 @@ class ColdOptions:
     prior_noise: float = 0.0  # std of extra noise added to prior draws, to break symmetry
 
     def __post_init__(self):
-        if self.T < 1:
-            raise ValueError(f"T must be at least 1, got {self.T}")
+        if not 1 <= self.T <= 1000:
+            raise ValueError(f"T must be between 1 and 1000, got {self.T}")
         if self.noise < 0 or self.prior_noise < 0:
             raise ValueError("noise and prior_noise must be >= 0")
-        if self.prior_resolution < 1 or self.prior_components < 1:
-            raise ValueError("prior_resolution and prior_components must be positive")
+        if not 1 <= self.prior_resolution <= 28 or not 1 <= self.prior_components <= 1000:
+            raise ValueError("prior_resolution must be in 1..28 and prior_components in 1..1000")
 
 
 class ColdDegradation(Degradation):

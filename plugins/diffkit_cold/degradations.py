@@ -21,8 +21,8 @@ class BlurOptions(ColdOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0 or self.sigma <= 0:
-            raise ValueError("kernel_size must be odd and positive, sigma positive")
+        if not 1 <= self.kernel_size <= 27 or self.kernel_size % 2 == 0 or self.sigma <= 0:
+            raise ValueError("kernel_size must be odd and in 1..27, sigma positive")
 
 
 class Blur(ColdDegradation):
@@ -72,6 +72,11 @@ class MaskOptions(ColdOptions):
     spread: float = 1.0  # hole radius at step i is spread·i·(size/T)
     fill: float = -1.0  # value the hole shows (-1 is MNIST's black background)
     prior_noise: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.spread <= 0 or not -1 <= self.fill <= 1:
+            raise ValueError("spread must be positive and fill in [-1, 1]")
 
 
 class Mask(ColdDegradation):

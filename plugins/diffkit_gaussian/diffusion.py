@@ -24,8 +24,8 @@ class GaussianOptions:
     prediction: Literal["eps", "x0", "v"] = "eps"
 
     def __post_init__(self):
-        if self.T < 1:
-            raise ValueError(f"T must be at least 1, got {self.T}")
+        if not 1 <= self.T <= 100_000:
+            raise ValueError(f"T must be between 1 and 100000, got {self.T}")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError("need 0 < beta_start < beta_end < 1")
 

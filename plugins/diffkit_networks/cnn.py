@@ -18,10 +18,12 @@ class CNNOptions:
     time_features: int = 128
 
     def __post_init__(self):
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError("hidden needs at least one positive channel count")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
+        if not 1 <= len(self.hidden) <= 16 or not 1 <= min(self.hidden) <= max(self.hidden) <= 1024:
+            raise ValueError("hidden needs 1 to 16 channel counts in 1..1024")
+        if not 1 <= self.kernel_size <= 27 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and in 1..27, got {self.kernel_size}")
+        if not 2 <= self.time_features <= 4096:
+            raise ValueError(f"time_features must be in 2..4096, got {self.time_features}")
 
 
 class CNNBlock(nn.Module):

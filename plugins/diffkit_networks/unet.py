@@ -26,14 +26,17 @@ class UNetOptions:
     patch_size: int = 1
 
     def __post_init__(self):
-        if self.base_channels < 1 or not self.channel_mults or min(self.channel_mults) < 1:
-            raise ValueError("base_channels and channel_mults must be positive")
+        if not 1 <= self.base_channels <= 1024 or not 1 <= len(self.channel_mults) <= 6 \
+                or not 1 <= min(self.channel_mults) <= max(self.channel_mults) <= 16:
+            raise ValueError("base_channels must be in 1..1024, channel_mults 1 to 6 values in 1..16")
         if any(self.base_channels * m % self.groups for m in self.channel_mults):
             raise ValueError(f"every level's channels must be divisible by groups={self.groups}")
-        if self.res_blocks < 1:
-            raise ValueError(f"res_blocks must be at least 1, got {self.res_blocks}")
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be at least 1, got {self.patch_size}")
+        if not 1 <= self.res_blocks <= 8:
+            raise ValueError(f"res_blocks must be in 1..8, got {self.res_blocks}")
+        if not 1 <= self.patch_size <= 7:
+            raise ValueError(f"patch_size must be in 1..7, got {self.patch_size}")
+        if self.heads < 1 or self.groups < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("heads and groups must be positive, dropout in [0, 1)")
 
 
 class ResBlock(nn.Module):

@@ -27,8 +27,8 @@ class RowColOptions:
     prior_noise: float = 0.05  # noise added to prior draws to break ties
 
     def __post_init__(self):
-        if self.size < 1 or self.components < 1:
-            raise ValueError("size and components must be positive")
+        if not 1 <= self.size <= 1024 or not 1 <= self.components <= 1000 or self.prior_noise < 0:
+            raise ValueError("size must be in 1..1024, components in 1..1000, prior_noise >= 0")
 
 
 class RowColAverage(Degradation):

@@ -1,0 +1,272 @@
+"""Bad input, table-driven over every command: exit code ≠ 0, exactly one line on stderr, no traceback, no
+bug report from the last-resort handler, and nothing written or changed on disk."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffkit.cli import main
+
+from conftest import TINY
+
+TOML = """[compare]
+{compare}
+[[models]]
+name = {name}
+network = "cnn"
+steps = {steps}
+batch_size = {batch}
+degradation_options = {{ T = {T} }}
+network_options = {{ hidden = [4, 4], time_features = 8 }}
+samplers = {samplers}
+"""
+
+
+def toml(compare="samples = 40", name='"m"', steps=2, batch=8, T=10, samplers='[{ name = "ddim", steps = 2 }]'):
+    return TOML.format(compare=compare, name=name, steps=steps, batch=batch, T=T, samplers=samplers)
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    return exited.value.code, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Trained runs and bad files to point the commands at."""
+    root = tmp_path_factory.mktemp("world")
+    for name, extra in (("run", ["-d", "gaussian", *TINY]),
+                        ("cold", ["-d", "blur", "-o", "T=3", "-o", "hidden=4", "-o", "time_features=8", "--batch-size", "8"])):
+        with pytest.raises(SystemExit) as exited:
+            main(["train", "--network", "cnn", *extra, "--steps", "2", "--device", "cpu", "--out", str(root / name)])
+        assert exited.value.code == 0
+    good = np.zeros((20, 28, 28), np.uint8)
+    files = {
+        "floats.npz": {"images": np.full((20, 28, 28), 0.5, np.float32)},
+        "binary.npz": {"images": np.ones((20, 28, 28), np.float64)},
+        "complex.npz": {"images": good.astype(np.complex64)},
+        "objects.npz": {"images": np.array([None] * 20, dtype=object)},
+        "shape.npz": {"images": np.zeros((20, 32, 32), np.uint8)},
+        "range.npz": {"images": np.full((20, 28, 28), 300, np.int64)},
+        "meta.npz": {"images": good, "meta": np.array("not json")},
+        "few.npz": {"images": good[:3]},
+        "good.npz": {"images": good},
+    }
+    for name, arrays in files.items():
+        np.savez(root / name, **arrays, allow_pickle=True) if name == "objects.npz" else np.savez(root / name, **arrays)
+    data = (root / "good.npz").read_bytes()
+    (root / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (root / "text.npz").write_text("hello")
+    (root / "afile").write_text("x")
+    (root / "folder.npz").mkdir()
+    (root / "folder.png").mkdir()
+    (root / "folder.json").mkdir()
+    broken = root / "broken"  # a run whose state.json has a wrongly typed config value
+    os.system(f"cp -r {root / 'run'} {broken}")
+    state_path = next((broken / "checkpoints").glob("step-*/state.json"))
+    state = json.loads(state_path.read_text())
+    state["config"]["steps"] = "abc"
+    state_path.write_text(json.dumps(state))
+    corrupt = root / "corrupt"
+    os.system(f"cp -r {root / 'run'} {corrupt}")
+    next((corrupt / "checkpoints").glob("step-*/weights.safetensors")).write_bytes(b"garbage")
+    nan = root / "nan"
+    os.system(f"cp -r {root / 'run'} {nan}")
+    from safetensors.torch import load_file, save_file
+    weights = next((nan / "checkpoints").glob("step-*/weights.safetensors"))
+    tensors = load_file(weights)
+    save_file({k: v * float("nan") if k.startswith("ema.") and v.is_floating_point() else v for k, v in tensors.items()},
+              weights)
+    for name, text in {"unknown-sampler.toml": toml(samplers='[{ name = "nope" }]'),
+                       "name-int.toml": toml(name="123"), "steps-str.toml": toml(steps='"abc"'),
+                       "batch-float.toml": toml(batch=4.5), "T-bool.toml": toml(T="true"),
+                       "few-samples.toml": toml(compare="samples = 5"), "unknown-key.toml": toml(compare="samples = 40\ncolour = 1"),
+                       "duplicate.toml": toml(samplers='[{ name = "ddim", steps = 2 }, { name = "ddim", steps = [2] }]'),
+                       "too-many-steps.toml": toml(samplers='[{ name = "ddim", steps = 99 }]'),
+                       "bad-option.toml": toml(samplers='[{ name = "ddim", options = { eta = "x" } }]'),
+                       "slash-name.toml": toml(name='"../x"'), "syntax.toml": "[compare\nsamples = ",
+                       "good.toml": toml(), "sampler-steps-str.toml": toml(samplers='[{ name = "ddim", steps = "2" }]'),
+                       "seed-huge.toml": toml(compare="seed = 99999999999"), "lr-nan.toml": toml() + "lr = nan\n",
+                       "device.toml": toml(compare='device = "tpu"'),
+                       "cold-on-gauss.toml": toml(samplers='[{ name = "cold-naive", steps = 2 }, { name = "direct", options = { x = 1 } }]')}.items():
+        (root / name).write_text(text)
+    return root
+
+
+TRAIN = ["train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", "2", "--device", "cpu"]
+CASES = [
+    # train: names, options, values, paths
+    (TRAIN + ["-d", "nope", "--out", "{new}/r"], "unknown degradation 'nope'"),
+    (TRAIN + ["--network", "resnet", "--out", "{new}/r"], "unknown network 'resnet'"),
+    (TRAIN + ["-o", "colour=red", "--out", "{new}/r"], "unknown option 'colour'"),
+    (TRAIN + ["-o", "T=many", "--out", "{new}/r"], "option T='many': expected int"),
+    (TRAIN + ["-o", "schedule=square", "--out", "{new}/r"], "choose one of linear, cosine"),
+    (TRAIN + ["-o", "T", "--out", "{new}/r"], "must look like KEY=VALUE"),
+    (TRAIN + ["-o", "T=1000000000000", "--out", "{new}/r"], "out of range"),
+    (TRAIN + ["-o", "T=0", "--out", "{new}/r"], "T must be between 1 and 100000"),
+    (TRAIN + ["-o", "T=200000", "--out", "{new}/r"], "T must be between 1 and 100000"),
+    (TRAIN + ["-o", "T=2.5", "--out", "{new}/r"], "expected int"),
+    (TRAIN + ["-o", "beta_start=nan", "--out", "{new}/r"], "expected a finite number"),
+    (TRAIN + ["-o", "beta_end=inf", "--out", "{new}/r"], "expected a finite number"),
+    (TRAIN + ["-o", "hidden=0", "--out", "{new}/r"], "hidden needs 1 to 16 channel counts"),
+    (TRAIN + ["-o", "hidden=4,x", "--out", "{new}/r"], "expected int"),
+    (TRAIN + ["-o", "kernel_size=4", "--out", "{new}/r"], "kernel_size must be odd"),
+    (TRAIN + ["-o", "network.nope=1", "--out", "{new}/r"], "unknown option 'nope'"),
+    (["train", "-d", "blur", "--network", "cnn", "-o", "sigma=nan", "--out", "{new}/r"], "expected a finite number"),
+    (["train", "-d", "blur", "--network", "cnn", "-o", "sigma=-1", "--out", "{new}/r"], "sigma positive"),
+    (["train", "-d", "mask", "--network", "cnn", "-o", "spread=0", "--out", "{new}/r"], "spread must be positive"),
+    (["train", "-d", "mask", "--network", "cnn", "-o", "T=5000", "--out", "{new}/r"], "T must be between 1 and 1000"),
+    (["train", "-d", "pixelate", "--network", "cnn", "-o", "factor=1", "--out", "{new}/r"], "factor must be above 1"),
+    (["train", "--network", "unet", "-o", "base_channels=100000", "--out", "{new}/r"], "base_channels must be in"),
+    (["train", "--network", "unet", "-o", "patch_size=3", "--out", "{new}/r"], "not divisible by patch_size"),
+    (TRAIN + ["--steps", "0", "--out", "{new}/r"], "steps must be a positive integer, got 0"),
+    (TRAIN + ["--batch-size", "-2", "--out", "{new}/r"], "batch-size must be a positive integer, got -2"),
+    (TRAIN + ["--batch-size", "1000000", "--out", "{new}/r"], "batch-size must be a positive integer"),
+    (TRAIN + ["--lr", "nan", "--out", "{new}/r"], "lr = nan"),
+    (TRAIN + ["--lr", "-1", "--out", "{new}/r"], "lr must be positive"),
+    (TRAIN + ["--lr", "1e6", "--out", "{new}/r"], "lr must be positive and at most 10"),
+    (TRAIN + ["--ema-decay", "1.5", "--out", "{new}/r"], "ema-decay must be in [0, 1)"),
+    (TRAIN + ["--seed", "-1", "--out", "{new}/r"], "seed must be an integer in 0..4294967295"),
+    (TRAIN + ["--seed", "1000000000000000", "--out", "{new}/r"], "seed must be an integer"),
+    (TRAIN + ["--seed", "1e15", "--out", "{new}/r"], "'1e15' is not a valid integer"),
+    (TRAIN + ["--steps", "abc", "--out", "{new}/r"], "'abc' is not a valid integer"),
+    (TRAIN + ["--precision", "fp64", "--out", "{new}/r"], "'fp64' is not one of"),
+    (TRAIN + ["--colour", "red", "--out", "{new}/r"], "No such option '--colour'"),
+    (TRAIN, "Missing option '--out'"),
+    (TRAIN + ["--preset", "huge", "--out", "{new}/r"], "unknown preset 'huge'"),
+    (TRAIN + ["--device", "tpu", "--out", "{new}/r"], "unknown device 'tpu'"),
+    (TRAIN + ["--data-root", "{new}/nowhere", "--out", "{new}/r"], "set DIFFKIT_DATA"),
+    (TRAIN + ["--out", "{world}/afile"], "is a file"),
+    (TRAIN + ["--out", "{world}/afile/run"], "is a file, not a folder"),
+    (TRAIN + ["--out", "{world}/run"], "already holds a run"),
+    (["train", "--resume", "--out", "{new}/r"], "is not a run directory"),
+    (["train", "--resume", "--lr", "0.1", "--out", "{world}/run"], "only --steps may be given"),
+    (["train", "--resume", "--steps", "1", "--out", "{world}/run"], "is below the checkpoint's step 2"),
+    (["train", "--resume", "--out", "{world}/broken"], "config value steps = 'abc' must be int"),
+    # sample
+    (["sample", "{new}/missing", "--out", "{new}/s.npz"], "is not a run directory"),
+    (["sample", "{world}", "--out", "{new}/s.npz"], "no checkpoint in"),
+    (["sample", "{world}/run", "-n", "0", "--out", "{new}/s.npz"], "-n must be a positive integer"),
+    (["sample", "{world}/run", "--steps", "21", "--out", "{new}/s.npz"], "--steps must be between 1 and T=20"),
+    (["sample", "{world}/run", "--steps", "0", "--out", "{new}/s.npz"], "--steps must be between 1 and T=20"),
+    (["sample", "{world}/run", "--sampler", "nope", "--out", "{new}/s.npz"], "unknown sampler 'nope'"),
+    (["sample", "{world}/run", "--sampler", "ddim", "-o", "eta=-1", "--out", "{new}/s.npz"], "eta must be >= 0"),
+    (["sample", "{world}/run", "-o", "colour=1", "--out", "{new}/s.npz"], "unknown option 'colour' for sampler"),
+    (["sample", "{world}/cold", "--sampler", "ddim", "--out", "{new}/s.npz"], "does not support degradation 'blur'"),
+    (["sample", "{world}/run", "--out", "{new}/s.png"], "--out must be a .npz file"),
+    (["sample", "{world}/run", "--out", "{world}/folder.npz"], "is a folder"),
+    (["sample", "{world}/run", "--out", "{world}/afile/s.npz"], "is a file, not a folder"),
+    (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{world}/folder.png"], "--grid"),
+    (["sample", "{world}/run", "--batch-size", "0", "--out", "{new}/s.npz"], "--batch-size must be a positive integer"),
+    (["sample", "{world}/corrupt", "--out", "{new}/s.npz"], "unreadable checkpoint"),
+    (["sample", "{world}/broken", "--out", "{new}/s.npz"], "config value steps = 'abc' must be int"),
+    (["sample", "{world}/nan", "--out", "{new}/s.npz"], "holds non-finite weights"),
+    (["sample", "{world}/run", "--device", "tpu", "--out", "{new}/s.npz"], "unknown device 'tpu'"),
+    # degrade
+    (["degrade", "-d", "nope", "--grid", "{new}/g.png"], "unknown degradation 'nope'"),
+    (["degrade", "-d", "blur", "-n", "100000", "--grid", "{new}/g.png"], "-n must be in 1..1000"),
+    (["degrade", "-d", "blur", "--frames", "1", "--grid", "{new}/g.png"], "--frames in 2..1000"),
+    (["degrade", "-d", "blur", "--grid", "{world}/folder.png"], "is a folder"),
+    (["degrade", "-d", "blur", "-o", "sigma=-1", "--grid", "{new}/g.png"], "sigma positive"),
+    (["degrade", "-d", "blur", "-o", "T=true", "--grid", "{new}/g.png"], "expected int"),
+    # evaluate
+    (["evaluate", "{new}/missing.npz"], "cannot read"),
+    (["evaluate", "{world}/truncated.npz"], "cannot read"),
+    (["evaluate", "{world}/text.npz"], "cannot read"),
+    (["evaluate", "{world}/objects.npz"], "cannot read"),
+    (["evaluate", "{world}/floats.npz"], "images must be uint8 0..255 (got float32)"),
+    (["evaluate", "{world}/binary.npz"], "images must be uint8 0..255 (got float64)"),
+    (["evaluate", "{world}/complex.npz"], "images must be uint8 0..255 (got complex64)"),
+    (["evaluate", "{world}/shape.npz"], "images must be N×28×28"),
+    (["evaluate", "{world}/range.npz"], "image values must be in 0..255"),
+    (["evaluate", "{world}/meta.npz"], "'meta' array is not the JSON"),
+    (["evaluate", "{world}/few.npz"], "3 samples are too few"),
+    (["evaluate", "{world}/good.npz", "--ref", "valid"], "unknown reference split 'valid'"),
+    (["evaluate", "{world}/good.npz", "-n", "0"], "-n must be a positive integer"),
+    (["evaluate", "{world}/good.npz", "-n", "21"], "-n 21 exceeds the 20 images"),
+    (["evaluate", "{world}/good.npz", "--json", "{world}/folder.json"], "is a folder"),
+    # compare
+    (["compare", "{new}/missing.toml", "--out", "{new}/rep"], "cannot read comparison config"),
+    (["compare", "{world}/syntax.toml", "--out", "{new}/rep"], "cannot read comparison config"),
+    (["compare", "{world}/unknown-sampler.toml", "--out", "{new}/rep"], "unknown sampler 'nope'"),
+    (["compare", "{world}/name-int.toml", "--out", "{new}/rep"], "needs a name of letters"),
+    (["compare", "{world}/slash-name.toml", "--out", "{new}/rep"], "needs a name of letters"),
+    (["compare", "{world}/steps-str.toml", "--out", "{new}/rep"], "config value steps = 'abc' must be int"),
+    (["compare", "{world}/batch-float.toml", "--out", "{new}/rep"], "config value batch_size = 4.5 must be int"),
+    (["compare", "{world}/lr-nan.toml", "--out", "{new}/rep"], "config value lr = nan"),
+    (["compare", "{world}/T-bool.toml", "--out", "{new}/rep"], "option T=True: expected int"),
+    (["compare", "{world}/few-samples.toml", "--out", "{new}/rep"], "samples must be an integer between 10"),
+    (["compare", "{world}/seed-huge.toml", "--out", "{new}/rep"], "seed must be an integer"),
+    (["compare", "{world}/unknown-key.toml", "--out", "{new}/rep"], "unknown [compare] key 'colour'"),
+    (["compare", "{world}/duplicate.toml", "--out", "{new}/rep"], "lists ddim-2 twice with the same options"),
+    (["compare", "{world}/too-many-steps.toml", "--out", "{new}/rep"], "--steps must be between 1 and T=10"),
+    (["compare", "{world}/sampler-steps-str.toml", "--out", "{new}/rep"], "sampler steps must be integers"),
+    (["compare", "{world}/bad-option.toml", "--out", "{new}/rep"], "option eta='x': expected float"),
+    (["compare", "{world}/cold-on-gauss.toml", "--out", "{new}/rep"], "unknown option 'x' for sampler 'direct'"),
+    (["compare", "{world}/device.toml", "--out", "{new}/rep"], "unknown device 'tpu'"),
+    (["compare", "{world}/good.toml", "--out", "{world}/afile"], "is a file"),
+    # restore
+    (["restore", "{world}/cold", "-n", "10", "--steps", "999"], "--steps must be between 1 and T=3, got 999"),
+    (["restore", "{world}/cold", "-n", "5"], "-n must be between 10 and 1,000,000"),
+    (["restore", "{world}/cold", "--split", "valid"], "unknown split 'valid'"),
+    (["restore", "{world}/cold", "-n", "10", "--json", "{world}/folder.json"], "is a folder"),
+    (["restore", "{world}/cold", "--sampler", "ddpm"], "does not support degradation 'blur'"),
+    # the rest
+    (["list", "nothing"], "'nothing' is not one of"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+]
+
+
+def snapshot(*folders):
+    """{path: (size, mtime)} of every file below the folders (the lock file aside: taking it rewrites it)."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders for p in Path(folder).rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[" ".join(c[0][:3]) + f" #{i}" for i, c in enumerate(CASES)])
+def test_bad_input_is_one_line_a_non_zero_exit_and_writes_nothing(world, tmp_path, capsys, args, message):
+    before = snapshot(world, tmp_path)
+    code, out = run_cli([a.format(world=world, new=tmp_path) for a in args], capsys)
+    lines = out.err.strip().splitlines()
+    assert code not in (0, None), out.err
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith("Error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in out.err + out.out and "DIFFKIT_DEBUG" not in lines[0]
+    assert snapshot(world, tmp_path) == before  # nothing written, nothing changed
+
+
+def test_paths_with_rich_markup_are_printed_as_they_are(world, tmp_path, capsys):
+    out = tmp_path / "[/x]" / "[bold]s.npz"
+    code, printed = run_cli(["sample", world / "run", "-n", 3, "--steps", 2, "--device", "cpu", "--out", out], capsys)
+    assert code == 0 and out.exists(), printed.err
+    assert str(out) in printed.err.replace("\n", "")
+
+
+def test_an_unexpected_error_is_one_line_that_says_how_to_see_the_traceback(monkeypatch, tmp_path, capsys):
+    import diffkit.run
+
+    monkeypatch.setattr(diffkit.run.Run, "load", classmethod(lambda *a, **k: 1 / 0))
+    code, out = run_cli(["sample", tmp_path, "--out", tmp_path / "s.npz"], capsys)
+    assert code == 1 and out.err.strip() == ("Error: unexpected ZeroDivisionError: division by zero (a bug in diffkit "
+                                             "or a plugin; run with DIFFKIT_DEBUG=1 for the traceback)")
+
+
+def test_a_corrupt_reference_cache_is_rebuilt(world, capsys):
+    from diffkit_eval.classifier import cache_dir
+
+    reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"), None)
+    if reference is None:  # first evaluation in this cache: make it
+        run_cli(["evaluate", world / "good.npz"], capsys)
+        reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"))
+    reference.write_bytes(b"corrupt")
+    code, out = run_cli(["evaluate", world / "good.npz"], capsys)
+    assert code == 0, out.err
+    assert reference.stat().st_size > 1000

@@ -1,0 +1,229 @@
+"""Nothing lost, nothing cryptic: crashes at every point of a checkpoint save, kill -9, divergence,
+concurrent runs, SIGTERM."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import diffkit.checkpoint as checkpoint
+from diffkit import hookimpl
+from diffkit.checkpoint import load_checkpoint, save_checkpoint
+from diffkit.run import Run, make_config
+from diffkit.trainer import train
+from diffkit_gaussian.diffusion import GaussianDiffusion
+
+from conftest import TINY
+
+TINY_OPTIONS = {"T": 20, "hidden": "4,8", "time_features": 8}
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, except `finally` blocks."""
+
+
+def tiny(steps, checkpoint_every=2):
+    return make_config(network="cnn", options=TINY_OPTIONS, steps=steps, batch_size=8,
+                       checkpoint_every=checkpoint_every)
+
+
+def weights(run_dir):
+    tensors, state = load_checkpoint(run_dir)
+    return tensors, state["step"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 4-step run."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    train(tiny(4), run, device="cpu")
+    return weights(run)[0]
+
+
+SAVE_STEPS = ["os.replace", "shutil.rmtree", "fsync_path", "save_file", "write_text"]
+
+
+def crash_at(monkeypatch, k):
+    """Make the k-th call of any filesystem step of a checkpoint save raise Crash; returns the call log."""
+    calls = []
+    for name in SAVE_STEPS:
+        owner = checkpoint.os if name == "os.replace" else checkpoint.shutil if name == "shutil.rmtree" else checkpoint
+        attr = name.split(".")[-1]
+        real = getattr(owner, attr)
+
+        def fake(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            if len(calls) == k:
+                raise Crash(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, attr, fake)
+    return calls
+
+
+def test_a_crash_at_any_point_of_a_save_loses_nothing_and_resumes_exactly(tmp_path, monkeypatch, reference):
+    with monkeypatch.context() as m:
+        counted = crash_at(m, 0)
+        train(tiny(2), tmp_path / "count", device="cpu")
+    per_save = len(counted)
+    assert per_save >= 8  # rmtree, save_file, fsync ×3, replace, fsync, write_text, rmtree…
+    for k in range(1, per_save + 2):  # a resumed save also deletes the old checkpoint: one call more
+        run = tmp_path / f"crash-{k}"
+        train(tiny(2), run, device="cpu")  # a good checkpoint at step 2
+        with monkeypatch.context() as m:
+            crash_at(m, k)
+            with pytest.raises(Crash):
+                train(tiny(4), run, resume=True, device="cpu")  # dies while saving step 4
+        assert weights(run)[1] in (2, 4), k  # latest or the fallback names a complete checkpoint
+        train(tiny(4), run, resume=True, device="cpu")
+        tensors, step = weights(run)
+        assert step == 4 and all(torch.equal(tensors[key], reference[key]) for key in reference), k
+
+
+def test_a_second_save_of_a_step_keeps_the_first(tmp_path, monkeypatch):
+    """The Ctrl-C-on-a-checkpoint-step case: saving step 4 again must not touch the saved step 4."""
+    tensors = {"w": torch.ones(3)}
+    save_checkpoint(tmp_path, 4, tensors, {"step": 4, "config": {}})
+    with monkeypatch.context() as m:
+        crash_at(m, 1)
+        save_checkpoint(tmp_path, 4, {"w": torch.zeros(3)}, {"step": 4, "config": {}})  # no filesystem step at all
+    assert torch.equal(load_checkpoint(tmp_path)[0]["w"], torch.ones(3))
+
+
+def test_a_broken_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, capsys):
+    save_checkpoint(tmp_path, 2, {"w": torch.ones(1)}, {"step": 2, "config": {}})
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000009")
+    tensors, state = load_checkpoint(tmp_path)
+    assert state["step"] == 2
+    assert "latest names step-00000009, which is missing or incomplete; using step-00000002" in capsys.readouterr().err
+
+
+def test_kill_9_at_random_moments_then_resume_reaches_the_uninterrupted_weights(tmp_path):
+    args = ["train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", "120", "--checkpoint-every", "7",
+            "--device", "cpu"]
+    cli = [sys.executable, "-m", "diffkit"]
+    subprocess.run([*cli, *args, "--out", str(tmp_path / "full")], check=True, capture_output=True)
+    run, rng, kills, seen = tmp_path / "run", random.Random(0), 0, None
+    latest = run / "checkpoints" / "latest"
+    proc = subprocess.Popen([*cli, *args, "--out", str(run)], stderr=subprocess.DEVNULL)
+    while kills < 3:
+        while proc.poll() is None and (not latest.exists() or latest.read_text() == seen):
+            time.sleep(0.02)  # until this process has saved a checkpoint of its own
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is not None:
+            break
+        proc.kill()  # SIGKILL: no handler runs
+        proc.wait()
+        kills, seen = kills + 1, latest.read_text()
+        proc = subprocess.Popen([*cli, "train", "--resume", "--out", str(run)], stderr=subprocess.DEVNULL)
+    assert proc.wait() == 0 and kills >= 1
+    a, b = load_file(next((tmp_path / "full" / "checkpoints").glob("step-*/weights.safetensors"))), \
+        load_file(next((run / "checkpoints").glob("step-*/weights.safetensors")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [50, 100, 120]
+
+
+class Diverging(GaussianDiffusion):
+    """Gaussian diffusion whose loss turns into NaN from its `after`-th call on."""
+
+    calls = 0
+    after = 52
+
+    def training_losses(self, network, x0, t, noise, params=None):
+        Diverging.calls += 1
+        losses = super().training_losses(network, x0, t, noise, params)
+        return losses * float("nan") if Diverging.calls > self.after else losses
+
+
+class DivergingPlugin:
+    @staticmethod
+    @hookimpl
+    def register_degradations(register):
+        register(Diverging, name="diverging")
+
+
+def test_divergence_stops_with_one_line_and_the_last_good_checkpoint_samples(tmp_path, register_plugin, capsys):
+    from diffkit.cli import main
+
+    register_plugin(DivergingPlugin, "diverging-plugin")
+    Diverging.calls = 0
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "-d", "diverging", "--network", "cnn", "-o", "T=20", "-o", "hidden=4,8", "-o", "time_features=8",
+              "--batch-size", "8", "--steps", "60", "--checkpoint-every", "10", "--device", "cpu", "--out", str(run)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 1
+    assert lines[-1] == ("Error: training diverged at step 53: the loss or its gradients are not finite (try a lower "
+                         "--lr); the last good checkpoint (step 50) is kept; --resume continues from it")
+    log = (run / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [50]  # valid JSON, no NaN
+    samples = Run.load(run, "cpu").sample(4, steps=3)
+    assert samples.meta["training_step"] == 50 and samples.images.float().std() > 0
+
+
+def test_a_second_training_into_the_same_folder_is_refused_and_sigterm_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "diffkit", "train", "-d", "gaussian", "--network", "cnn", *TINY, "--device", "cpu",
+           "--out", str(run)]
+    first = subprocess.Popen([*cli, "--steps", "1000000", "--checkpoint-every", "1000000"], stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run([*cli, "--steps", "5"], capture_output=True, text=True)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (f"Error: {run} is in use by another diffkit process (PID {first.pid}); wait "
+                                     f"for it to finish or choose another --out")
+    resume = subprocess.run([*cli[:3], "train", "--resume", "--out", str(run)], capture_output=True, text=True)
+    assert resume.returncode == 1 and f"(PID {first.pid})" in resume.stderr
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 143, err
+    assert "checkpoint saved, continue with --resume" in err
+    assert load_checkpoint(run)[1]["step"] >= 50
+
+
+def test_ctrl_c_while_importing_is_one_line_and_exit_130():
+    proc = subprocess.Popen([sys.executable, "-m", "diffkit", "plugins"], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.8)  # importing torch and the plugins takes longer than this
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err.strip()) in ((130, "Error: interrupted while starting"), (130, "Error: interrupted"))
+
+
+def test_a_torn_log_line_is_skipped_with_a_warning_and_a_fresh_run_starts_a_new_log(tmp_path, capsys):
+    from rich.console import Console
+
+    run = tmp_path / "run"
+    train(tiny(50, checkpoint_every=50), run, device="cpu")
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"step": 60, "lo')  # killed mid-write
+    train(tiny(51, checkpoint_every=50), run, resume=True, device="cpu", console=Console(stderr=True))
+    assert "skipped 1 unreadable line(s)" in capsys.readouterr().err
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [50, 51]
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "log.jsonl").write_text('{"step": 999}\n')  # a folder with a log but no checkpoint
+    train(tiny(2), stale, device="cpu")
+    assert not (stale / "log.jsonl").exists() or "999" not in (stale / "log.jsonl").read_text()
+
+
+def test_compare_pairs_that_differ_only_in_options_get_their_own_files(tmp_path):
+    from diffkit_eval.compare import read_config
+
+    config = tmp_path / "c.toml"
+    config.write_text('[[models]]\nname = "m"\nnetwork = "cnn"\ndegradation_options = { T = 10 }\n'
+                      'network_options = { hidden = [4], time_features = 8 }\n'
+                      'samplers = [{ name = "ddim", steps = 5 }, { name = "ddim", steps = 5, options = { eta = 1.0 } },'
+                      ' { name = "ddim", steps = 5, options = { eta = 0.5 } }]\n')
+    _, _, pairs = read_config(config)
+    slugs = [p.slug for p in pairs]
+    assert len(set(slugs)) == 3 and slugs[0] == "m__ddim-5" and slugs[1].startswith("m__ddim-5-")
