@@ -41,6 +41,7 @@ class Degradation:
     Options = NoOptions
     description = ""
     default_sampler = "cold"
+    default_sampler_options = {}  # options of the default sampler when a config names no sampler
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()

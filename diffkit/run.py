@@ -49,17 +49,18 @@ def route_options(config, options):
     """A copy of config with each option {key: value} put into the options of the component whose schema
     has `key`; `degradation.key`, `network.key` or `sampler.key` names the component explicitly."""
     config = dataclasses.replace(config, **{f"{role}_options": dict(getattr(config, f"{role}_options")) for role in ROLES})
-    config.sampler = config.sampler or get_component("degradations", config.degradation).cls.default_sampler
+    names = {"degradation": config.degradation, "network": config.network,
+             "sampler": config.sampler or get_component("degradations", config.degradation).cls.default_sampler}
     for key, value in options.items():
         prefix, _, bare = key.partition(".")
         if bare and prefix in ROLES:
             getattr(config, f"{prefix}_options")[bare] = value
             continue
         owners = [role for role, kind in ROLES.items()
-                  if key in get_component(kind, getattr(config, role)).cls.Options.__dataclass_fields__]
+                  if key in get_component(kind, names[role]).cls.Options.__dataclass_fields__]
         if not owners:
             raise DiffkitError(f"unknown option {key!r} for degradation {config.degradation!r}, network "
-                               f"{config.network!r} and sampler {config.sampler!r} (see `diffkit list`)")
+                               f"{config.network!r} and sampler {names['sampler']!r} (see `diffkit list`)")
         if len(owners) > 1:
             raise DiffkitError(f"option {key!r} is ambiguous: write {' or '.join(f'{o}.{key}' for o in owners)}")
         getattr(config, f"{owners[0]}_options")[key] = value
@@ -81,9 +82,12 @@ def _components(config):
         raise DiffkitError(f"unknown dataset {config.dataset!r}; known datasets: {', '.join(DATASET_SHAPES)}")
     channels, size = DATASET_SHAPES[config.dataset]
     d_component, degradation = build_degradation(config.degradation, config.degradation_options)
-    sampler_name = config.sampler or degradation.default_sampler
+    sampler_name, sampler_options = config.sampler, config.sampler_options
+    if sampler_name is None:  # the degradation's own default sampler, with its default options
+        sampler_name = degradation.default_sampler
+        sampler_options = {**degradation.default_sampler_options, **sampler_options}
     n_component, network = build_network(config.network, config.network_options, channels, size)
-    _, sampler = build_sampler(sampler_name, config.sampler_options, degradation, config.degradation)
+    _, sampler = build_sampler(sampler_name, sampler_options, degradation, config.degradation)
     return (d_component, degradation), (n_component, network), (sampler_name, sampler)
 
 

@@ -8,7 +8,7 @@ from diffkit_cold.samplers import ColdSampler, DirectSampler, NaiveColdSampler
 from diffkit_gaussian.diffusion import GaussianDiffusion, GaussianOptions
 from diffkit_gaussian.samplers import DDIMSampler
 
-COLD = ["blur", "mask", "pixelate", "fade"]
+COLD = ["blur", "mask", "pixelate", "fade", "heat"]
 
 
 def make(name, **options):
@@ -63,7 +63,8 @@ def test_pixelate_follows_the_factor_schedule(digits):
 
 
 @pytest.mark.parametrize("name,options", [("blur", {}), ("mask", {}), ("mask", {"centre": "random"}),
-                                          ("pixelate", {}), ("fade", {}), ("blur", {"schedule": "exponential"})])
+                                          ("pixelate", {}), ("fade", {}), ("blur", {"schedule": "exponential"}),
+                                          ("heat", {"noise": 0.0})])
 def test_algorithm_2_with_a_perfect_restoration_returns_x0(name, options, digits):
     d = make(name, **options)
     x0 = digits[:16]
@@ -95,7 +96,7 @@ def test_noise_grows_to_its_level_at_T(digits):
 @pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"prior_resolution": 4}),
                                           ("blur", {"sigma": 0.8, "prior_resolution": 7}), ("mask", {}),
                                           ("pixelate", {}), ("pixelate", {"T": 3, "prior_resolution": 4}),
-                                          ("fade", {}), ("fade", {"noise": 0.5})])
+                                          ("fade", {}), ("fade", {"noise": 0.5}), ("heat", {})])
 def test_prior_matches_degraded_training_images(name, options):
     d = make(name, **options)
     train = to_model_range(load_images("mnist", "train")[:2000])
@@ -114,3 +115,36 @@ def test_prior_matches_degraded_training_images(name, options):
     restored.load_prior_state(d.prior_state())
     assert torch.equal(restored.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)),
                        d.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)))
+
+
+def test_heat_keeps_the_mean_and_blurs_a_pixel_into_a_gaussian(digits):
+    d = make("heat", sigma_min=2.0, sigma_max=2.0, T=3)
+    pixel = torch.zeros(1, 1, 64, 64)
+    pixel[0, 0, 32, 32] = 1  # far from the borders, the heat kernel is a Gaussian of std sigma
+    offsets = torch.arange(64.0) - 32
+    gaussian = torch.exp(-(offsets[:, None] ** 2 + offsets[None] ** 2) / (2 * 2.0**2))
+    assert torch.allclose(d.degrade_mean(pixel, torch.tensor([1]))[0, 0], gaussian / gaussian.sum(), atol=1e-6)
+    d = make("heat")
+    t = torch.arange(len(digits)) % (d.T + 1)
+    assert torch.allclose(d.degrade_mean(digits, t).mean(dim=(2, 3)), digits.mean(dim=(2, 3)), atol=1e-5)
+    assert torch.equal(d.degrade_mean(digits, torch.zeros(len(digits), dtype=torch.long)), digits)
+    sigmas = d.sigmas()
+    assert sigmas[0] == 0 and sigmas[1] == pytest.approx(0.5) and sigmas[-1] == pytest.approx(20.0)
+    assert sigmas[2] / sigmas[1] == pytest.approx(sigmas[-1] / sigmas[-2])  # geometric
+
+
+@pytest.mark.parametrize("sampler_cls", [ColdSampler, NaiveColdSampler])
+def test_delta_adds_fresh_noise_between_steps_only(sampler_cls, digits):
+    from diffkit_cold.samplers import StochasticOptions
+
+    d, x0 = make("blur", T=4), digits[:64]
+    x_T = d.degrade(x0, torch.full((64,), 4))
+    perfect = lambda x, t: x0  # noqa: E731
+    plain = sampler_cls().sample(perfect, d, x_T, 4, trajectory=True)[1]
+    g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    out, path = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(0), trajectory=True)
+    again = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(0))
+    other = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(1), trajectory=True)[1]
+    assert torch.equal(out, again) and not torch.equal(path[1], other[1])  # the generator decides the noise
+    assert (path[1] - plain[1]).std().item() == pytest.approx(0.05, rel=0.05)
+    assert torch.allclose(out, x0, atol=1e-5) if sampler_cls is NaiveColdSampler else out.shape == x0.shape

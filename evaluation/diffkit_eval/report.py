@@ -25,10 +25,12 @@ def rows_of(comparison):
     rows = []
     for r in comparison["results"]:
         pair, meta, score = r["pair"], r["meta"], r["score"]
+        given = ", ".join(f"{k}={v}" for k, v in sorted(pair.options.items()))
         row = {"model": pair.model, "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"],
+               "options": given, "label": f"{pair.model} / {meta['sampler']}-{meta['steps']}" + (f" ({given})" if given else ""),
                "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
                "training_images": meta.get("images_seen"), "training_seconds": meta.get("train_seconds"),
-               "sampling_seconds": meta.get("seconds")}
+               "sampling_seconds": meta.get("seconds"), "sampler_options": meta.get("sampler_options", {})}
         for key, _, _ in METRICS:
             row[key] = score["metrics"][key]["value"]
             row[f"{key}_std"] = score["metrics"][key]["std"]
@@ -83,7 +85,7 @@ def make_figures(comparison, rows, folder):
         for i, row in enumerate(rows):
             ax = fig.add_subplot(math.ceil(len(rows) / cols), cols, i + 1)
             ax.bar(range(10), row["class_histogram"])
-            ax.set_title(f"{row['model']} / {row['sampler']}-{row['steps']}", fontsize=7)
+            ax.set_title(row["label"], fontsize=7)
             ax.set_xticks(range(10))
             ax.tick_params(labelsize=6)
 
@@ -103,7 +105,35 @@ def make_figures(comparison, rows, folder):
                 ax.legend(fontsize=6)
 
         figure(folder / "metrics-vs-steps.png", against_steps, size=(8, 6))
+    sweeps = option_sweeps(rows)
+    if sweeps:
+        def against_option(fig):
+            for i, (key, label) in enumerate([("fid", "FID"), ("class_entropy", "class entropy (ln 10 = 2.303)")]):
+                ax = fig.add_subplot(1, 2, i + 1)
+                for (model, sampler, steps, option), rs in sweeps.items():
+                    ax.errorbar([r["sampler_options"][option] for r in rs], [r[key] for r in rs],
+                                [r[f"{key}_std"] for r in rs], label=f"{model} / {sampler}-{steps}", marker="o", capsize=2)
+                    ax.set(xlabel=option, ylabel=label)
+                ax.legend(fontsize=6)
+
+        figure(folder / "metrics-vs-option.png", against_option, size=(9, 3.6))
     return made
+
+
+def option_sweeps(rows):
+    """{(model, sampler, steps, option): rows sorted by it} where rows of one model, sampler and steps differ
+    in exactly one numeric sampler option (a sweep of delta, say)."""
+    groups, sweeps = {}, {}
+    for row in rows:
+        groups.setdefault((row["model"], row["sampler"], row["steps"]), []).append(row)
+    for (model, sampler, steps), rs in groups.items():
+        varying = {k for r in rs for k, v in r["sampler_options"].items()
+                   if any(o["sampler_options"].get(k) != v for o in rs)}
+        if len(rs) > 1 and len(varying) == 1:
+            option = varying.pop()
+            if all(isinstance(r["sampler_options"].get(option), (int, float)) for r in rs):
+                sweeps[(model, sampler, steps, option)] = sorted(rs, key=lambda r: r["sampler_options"][option])
+    return sweeps
 
 
 def markdown(comparison, rows, made):
@@ -121,16 +151,16 @@ def markdown(comparison, rows, made):
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     marks = {key: standing(rows, key, higher) if higher is not None else [""] * len(rows) for key, _, higher in METRICS}
     for i, r in enumerate(rows):
-        cells = [r["model"], r["sampler"], str(r["steps"]), str(r["nfe"])]
+        cells = [r["model"], sampler_cell(r), str(r["steps"]), str(r["nfe"])]
         for key, _, _ in METRICS:
             mark = marks[key][i]
             cells.append(f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + (f" **{mark}**" if mark else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Cost", "", "| model | sampler | steps | training images | training s | sampling s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['training_images']} | "
+        lines.append(f"| {r['model']} | {sampler_cell(r)} | {r['steps']} | {r['training_images']} | "
                      f"{_num(r['training_seconds'])} | {_num(r['sampling_seconds'])} |")
-    labels = [f"{r['model']} / {r['sampler']}-{r['steps']}" for r in rows]
+    labels = [r["label"] for r in rows]
     lines += ["", "## FID between pairs (row: samples, column: reference pair)", "",
               "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
     for label, values in zip(labels, comparison["fid_matrix"]):
@@ -139,11 +169,18 @@ def markdown(comparison, rows, made):
               "![class histograms](figures/class-histograms.png)", ""]
     if (comparison["out_dir"] / "figures" / "metrics-vs-steps.png").exists():
         lines += ["![metrics against sampling steps](figures/metrics-vs-steps.png)", ""]
+    if option_sweeps(rows):
+        lines += ["![FID and class entropy against the swept sampler option](figures/metrics-vs-option.png)", ""]
     for r, label in zip(comparison["results"], labels):
         grid, best_worst = made[r["pair"].slug]
         lines += [f"### {label}", "", f"![samples](figures/{grid})", "",
                   "Most (top row) and least (bottom row) confident samples:", "", f"![best and worst](figures/{best_worst})", ""]
     return "\n".join(lines)
+
+
+def sampler_cell(row):
+    """The sampler, with the options the config gave it: pairs that differ only in options stay apart."""
+    return row["sampler"] + (f" ({row['options']})" if row["options"] else "")
 
 
 def _num(x):

@@ -2,6 +2,7 @@
 
 from diffkit import hookimpl
 from diffkit_cold.degradations import Blur, Fade, Mask, Pixelate
+from diffkit_cold.heat import Heat
 from diffkit_cold.samplers import ColdSampler, DirectSampler, NaiveColdSampler
 
 
@@ -11,6 +12,7 @@ def register_degradations(register):
     register(Mask, name="mask")
     register(Pixelate, name="pixelate")
     register(Fade, name="fade")
+    register(Heat, name="heat")
 
 
 @hookimpl

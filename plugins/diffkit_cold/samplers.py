@@ -4,11 +4,27 @@ With x̂0 = R(x_t, t) and D(x̂0, s; ε̂) reusing the noise ε̂ implied by x_t
 - `cold` (Algorithm 2, TACoS): x_s = x_t − D(x̂0, t) + D(x̂0, s). For Gaussian noise this is DDIM.
 - `cold-naive` (Algorithm 1): x_s = D(x̂0, s), with fresh noise where D adds any.
 - `direct`: x̂0 = R(x_T, T) in one step, the paper's "direct" baseline.
+
+`delta` > 0 makes `cold` and `cold-naive` stochastic: fresh Gaussian noise of std δ is added after every step
+but the last, as in inverse heat dissipation (Rissanen et al. 2023, δ ≈ 0.01–0.02 on MNIST). A deterministic
+sampler maps each prior draw to one image; the noise lets nearby prior draws end on different digits.
 """
+
+from dataclasses import dataclass
 
 import torch
 
+from diffkit import draws
 from diffkit.sampler import Sampler
+
+
+@dataclass
+class StochasticOptions:
+    delta: float = 0.0  # std of the fresh noise added after every step but the last (0: deterministic)
+
+    def __post_init__(self):
+        if not 0 <= self.delta <= 1:
+            raise ValueError(f"delta must be in [0, 1], got {self.delta}")
 
 
 def _estimate(network, degradation, x, t):
@@ -16,20 +32,32 @@ def _estimate(network, degradation, x, t):
     return tt, degradation.predict_x0(network, x, tt).clamp(-1, 1)
 
 
-class ColdSampler(Sampler):
-    description = "cold diffusion Algorithm 2 (TACoS): x_s = x_t − D(x̂0, t) + D(x̂0, s)"
+class StochasticCold(Sampler):
+    """A cold sampler whose `jump` may be followed by fresh noise of std δ."""
+
+    Options = StochasticOptions
 
     def step(self, network, degradation, x, t, s, generator=None, params=None):
+        x = self.jump(network, degradation, x, t, s, generator, params)
+        if s > 0 and self.options.delta > 0:
+            x = x + self.options.delta * draws.randn(x.shape, generator, x.device)
+        return x
+
+
+class ColdSampler(StochasticCold):
+    description = "cold diffusion Algorithm 2 (TACoS): x_s = x_t − D(x̂0, t) + D(x̂0, s), + δ·ε if delta > 0"
+
+    def jump(self, network, degradation, x, t, s, generator=None, params=None):
         tt, x0 = _estimate(network, degradation, x, t)
         ss = torch.full_like(tt, s)
         eps = degradation.noise_estimate(x, x0, tt, params)
         return x - degradation.degrade(x0, tt, noise=eps, params=params) + degradation.degrade(x0, ss, noise=eps, params=params)
 
 
-class NaiveColdSampler(Sampler):
-    description = "cold diffusion Algorithm 1: x_s = D(x̂0, s)"
+class NaiveColdSampler(StochasticCold):
+    description = "cold diffusion Algorithm 1: x_s = D(x̂0, s), + δ·ε if delta > 0"
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
+    def jump(self, network, degradation, x, t, s, generator=None, params=None):
         tt, x0 = _estimate(network, degradation, x, t)
         return degradation.degrade(x0, torch.full_like(tt, s), generator, params=params)
 
