@@ -27,7 +27,7 @@ def train(out: str | Path, *, preset: str | None = None, options: dict | list[st
     settings are RunConfig fields (degradation="blur", network="unet", steps=1000, batch_size=64, lr=...,
     seed=...); options are component options such as {"T": 20, "sigma": 0.8} (or ["T=20", ...]), routed
     to the component that has them. resume=True continues `out` from its last checkpoint; then only
-    `steps` may be given. Ctrl-C writes a checkpoint and raises `diffkit.trainer.Interrupted`."""
+    `steps` may be given. Ctrl-C writes a checkpoint and raises `diffkit.errors.Interrupted`."""
     from diffkit.trainer import train as train_loop
 
     given = {k: v for k, v in settings.items() if v is not None}

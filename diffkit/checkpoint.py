@@ -63,6 +63,14 @@ def _complete_checkpoints(run_dir):
     return sorted(found, key=lambda p: (int(p.name.rsplit("-", 1)[-1]), not p.name.startswith(".")), reverse=True)
 
 
+def read_state(run_dir):
+    """The state.json of a run's newest complete checkpoint (no tensors loaded), or None."""
+    folder = Path(run_dir) / "checkpoints"
+    named = folder / (folder / "latest").read_text().strip() if (folder / "latest").is_file() else None
+    path = named if named is not None and _complete(named) else next(iter(_complete_checkpoints(run_dir)), None)
+    return json.loads((path / "state.json").read_text()) if path is not None else None
+
+
 def _read(path):
     try:
         state = json.loads((path / "state.json").read_text())

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -12,11 +13,16 @@ from rich.table import Table
 from diffkit import __version__, distributed
 from diffkit.config import PRECISIONS, PRESETS
 from diffkit.data import DATASETS
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Interrupted
 from diffkit.options import describe, split_assignments
 from diffkit.plugins import KINDS, components, manager, plugin_table
 
 console = Console(stderr=True, quiet=not distributed.is_main())  # under torchrun, rank 0 speaks
+
+
+def table_console():
+    """stdout for tables: as wide as a terminal, or wide enough not to cut cells when piped to a file."""
+    return Console() if sys.stdout.isatty() else Console(width=240)
 
 
 def device_options(precision_default="fp32", precision_help="Autocast precision of network calls."):
@@ -61,6 +67,8 @@ def cli():
 @click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Component option; prefix degradation./network./sampler. when ambiguous.")
 @click.option("--preset", help=f"Start from a preset: {', '.join(PRESETS)}.")
+@click.option("--config", "config_file", type=click.Path(), help="A TOML file of run settings (the keys of a "
+              "compare [[models]] entry, or `diffkit config show` output); flags override it.")
 @click.option("--steps", type=int, help="Optimizer steps in total.")
 @click.option("--batch-size", type=int, help="Global batch size (split over torchrun's processes).")
 @click.option("--lr", type=float, help="Adam learning rate.")
@@ -74,24 +82,40 @@ def cli():
 @device_options(None, "Autocast precision of network calls; default: the run's own when resuming, else auto "
                       "(bf16 on GPUs that support it, fp32 elsewhere).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (pays off on GPUs).")
-def train(degradation, network, sampler, assignments, preset, steps, batch_size, lr, ema_decay,
+def train(degradation, network, sampler, assignments, preset, config_file, steps, batch_size, lr, ema_decay,
           checkpoint_every, seed, dataset, data_root, run_dir, resume, device, precision, compile_):
     """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
     from diffkit.api import train as run_training
     from diffkit.atomic import check_writable
-    from diffkit.trainer import Interrupted
 
     check_writable(run_dir, "--out", folder=True)
-    try:
-        run = run_training(run_dir, preset=preset, options=list(assignments), resume=resume, device=device,
-                           precision=precision, compile=compile_, data_root=data_root, console=console,
-                           degradation=degradation, network=network, sampler=sampler, steps=steps,
-                           batch_size=batch_size, lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every,
-                           seed=seed, dataset=dataset)
-    except Interrupted as exc:
-        console.print(f"[yellow]{exc}")
-        sys.exit(exc.exit_code)
+    flags = dict(degradation=degradation, network=network, sampler=sampler, steps=steps, batch_size=batch_size,
+                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed, dataset=dataset)
+    settings = {}
+    if config_file:
+        if resume:
+            raise DiffkitError("--resume continues with the run's saved config; --config cannot change it")
+        settings = read_run_file(config_file)
+        preset = preset or settings.pop("preset", None)
+        precision = precision or settings.pop("precision", None)
+        compile_ = compile_ or bool(settings.pop("compile", False))
+    for key, value in flags.items():
+        if value is not None:
+            settings[key] = value
+    run = run_training(run_dir, preset=preset, options=list(assignments), resume=resume, device=device,
+                       precision=precision, compile=compile_, data_root=data_root, console=console, **settings)
     console.print(f"[green]trained[/] {run.step} steps on {run.device} ({run.precision}) -> {escape(str(run_dir))}")
+
+
+def read_run_file(path):
+    """Run settings from a TOML file: RunConfig keys and `preset`; a compare entry's name and samplers are ignored."""
+    import tomllib
+
+    try:
+        values = tomllib.loads(open(path).read())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DiffkitError(f"cannot read run config {path}: {exc}") from None
+    return {k: v for k, v in values.items() if k not in ("name", "samplers")}
 
 
 @cli.command()
@@ -173,6 +197,68 @@ def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_r
     console.print(f"[green]wrote[/] {escape(str(grid))}: {count} digits × t = {', '.join(map(str, steps))}")
 
 
+@cli.group()
+def config():
+    """Run configurations: show one as TOML, to read it or to train it again with --config."""
+
+
+@config.command("show")
+@click.argument("run_dir", type=click.Path())
+def config_show(run_dir):
+    """Print RUN_DIR's resolved config as TOML (`diffkit train --config` reads it back)."""
+    import tomli_w
+
+    from diffkit.checkpoint import load_checkpoint
+
+    _, state = load_checkpoint(run_dir)
+    values = {k: v for k, v in state["config"].items() if v is not None}
+    click.echo(tomli_w.dumps(values), nl=False)
+
+
+@cli.command("runs")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs_command(folder, as_json):
+    """The runs below FOLDER (a compare report folder too) from what is on disk: components, steps, training
+    time and, in a report folder, each run's best FID."""
+    from diffkit.checkpoint import read_state
+
+    scores = {}
+    metrics = Path(folder) / "metrics.json"
+    if metrics.is_file():
+        try:
+            for row in json.loads(metrics.read_text()).get("rows", []):
+                best = scores.get(row["model"])
+                if best is None or row["fid"] < best["fid"]:
+                    scores[row["model"]] = row
+        except (ValueError, KeyError, TypeError, AttributeError):
+            console.print(f"[yellow]Warning: {escape(str(metrics))} is not a diffkit report; its scores are left out")
+    found = []
+    for latest in sorted(Path(folder).glob("**/checkpoints/latest")):
+        run_dir = latest.parent.parent
+        try:
+            state = read_state(run_dir)
+        except (OSError, ValueError):
+            state = None
+        if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+            continue
+        c, best = state["config"], scores.get(run_dir.name)
+        found.append({"run": str(run_dir), "degradation": c.get("degradation"), "network": c.get("network"),
+                      "sampler": c.get("sampler"), "step": state.get("step"), "steps": c.get("steps"),
+                      "train_seconds": state.get("train_seconds"), "device": state.get("device"),
+                      "best_fid": best and best["fid"], "best_pair": best and best.get("label")})
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table("run", "degradation", "network", "sampler", "steps", "train s", "device", "best FID")
+    for r in found:
+        fid = "" if r["best_fid"] is None else f"{r['best_fid']:.1f} ({r['best_pair']})"
+        seconds = "" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+        table.add_row(*(escape(str(v)) for v in (r["run"], r["degradation"], r["network"], r["sampler"],
+                                                  f"{r['step']}/{r['steps']}", seconds, r["device"] or "", fid)))
+    table_console().print(table)
+
+
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins_command(as_json):
@@ -184,18 +270,27 @@ def plugins_command(as_json):
     table = Table("plugin", "distribution", "version", *KINDS, "status")
     for r in rows:
         table.add_row(r["name"], r["distribution"], r["version"], *(", ".join(r[k]) for k in KINDS), r["status"])
-    Console().print(table)
+    table_console().print(table)
 
 
 @cli.command("list")
 @click.argument("kind", type=click.Choice(KINDS))
-def list_command(kind):
-    """Components of one kind with their options and defaults."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(kind, as_json):
+    """Components of one kind with their options, defaults and help."""
+    found = sorted(components(kind).items())
+    if as_json:
+        click.echo(json.dumps([{"name": name, "plugin": c.plugin, "distribution": c.distribution, "version": c.version,
+                                "description": c.cls.description,
+                                "options": [{"name": k, "type": t, "default": d, "help": h}
+                                            for k, t, d, h in describe(c.cls.Options)]}
+                               for name, c in found], indent=2, default=str))
+        return
     table = Table("name", "options (type = default)", "plugin", "description")
-    for name, c in sorted(components(kind).items()):
-        opts = "\n".join(f"{k}: {t} = {d}" for k, t, d in describe(c.cls.Options)) or "-"
-        table.add_row(name, opts, f"{c.plugin} ({c.distribution} {c.version})", c.cls.description)
-    Console().print(table)
+    for name, c in found:
+        opts = "\n".join(f"{k}: {t} = {d}" + (f" ({h})" if h else "") for k, t, d, h in describe(c.cls.Options)) or "-"
+        table.add_row(name, escape(opts), escape(f"{c.plugin} ({c.distribution} {c.version})"), escape(c.cls.description))
+    table_console().print(table)
 
 
 def _fail(message, code):
@@ -212,6 +307,9 @@ def main(args=None):
     one line (set DIFFKIT_DEBUG=1 to see its traceback)."""
     try:
         code = cli.main(args=args, prog_name="diffkit", standalone_mode=False)
+    except Interrupted as exc:  # training was stopped and saved: say so, exit 128 + the signal
+        console.print(f"[yellow]{exc}")
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         _fail(exc.format_message() + where, exc.exit_code)

@@ -134,6 +134,13 @@ PRESETS = {
         sampler="ddim", sample_steps=50,
         **QUICK_TRAINING,
     ),
+    # Flow matching at the same budget: velocity target, logit-normal t, Heun's solver.
+    "flow": dict(
+        degradation="flow",
+        degradation_options=dict(T=1000, prediction="v", timesteps="logit-normal"),
+        sampler="heun", sample_steps=10,
+        **QUICK_TRAINING,
+    ),
     # The cold-diffusion paper's MNIST settings, kept by name: with them x_T holds little more than the image
     # mean and a deterministic sampler collapses onto a few digits (README, chapter 2). The degradations'
     # own defaults are the settings that generate.

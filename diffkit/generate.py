@@ -64,7 +64,8 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
     columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
-        task = progress.add_task("sample", total=len(mine) * plan.nfe)
+        jumps = len(plan.sampler.timesteps(run.degradation, plan.steps)) - 1  # on_step comes once a jump
+        task = progress.add_task("sample", total=len(mine) * jumps)
         for index in mine:
             done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, trajectory_count,
                                               lambda: progress.advance(task))

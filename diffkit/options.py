@@ -80,7 +80,7 @@ def options_dict(options):
 
 
 def describe(schema):
-    """(name, type, default) for each field, for `diffkit list`."""
+    """(name, type, default, help) for each field, for `diffkit list`; help is the field's metadata["help"]."""
     hints = typing.get_type_hints(schema)
     rows = []
     for f in dataclasses.fields(schema):
@@ -92,7 +92,7 @@ def describe(schema):
         else:
             type_name = kind.__name__
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((f.name, type_name, default))
+        rows.append((f.name, type_name, default, f.metadata.get("help", "")))
     return rows
 
 

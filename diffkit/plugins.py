@@ -2,9 +2,12 @@
 
 Built-ins come in through the same entry points as third-party plugins. A plugin that fails to
 import is reported and skipped; two plugins registering one component name is an error naming both.
+DIFFKIT_PLUGINS=gaussian,cold,... loads only the named entry points (as llm's LLM_LOAD_PLUGINS does), to
+switch off a misbehaving plugin or to keep a test suite apart from whatever else is installed.
 """
 
 import importlib.metadata
+import os
 from dataclasses import dataclass
 
 import click
@@ -38,7 +41,7 @@ def manager():
     if _manager is None:
         pm = pluggy.PluginManager("diffkit")
         pm.add_hookspecs(hookspecs)
-        for ep in importlib.metadata.entry_points(group="diffkit"):
+        for ep in allowed(importlib.metadata.entry_points(group="diffkit")):
             dist = (ep.dist.name, ep.dist.version) if ep.dist else ("unknown", "")
             try:
                 pm.register(ep.load(), name=ep.name)
@@ -51,6 +54,19 @@ def manager():
         pm.check_pending()
         _manager = pm
     return _manager
+
+
+def allowed(entry_points):
+    """The entry points DIFFKIT_PLUGINS names (all of them when it is unset); a name it lists that no installed
+    plugin has gets a warning."""
+    wanted = os.environ.get("DIFFKIT_PLUGINS")
+    if wanted is None:
+        return list(entry_points)
+    names = {n.strip() for n in wanted.split(",") if n.strip()}
+    missing = sorted(names - {ep.name for ep in entry_points})
+    if missing:
+        click.echo(f"Warning: DIFFKIT_PLUGINS names {', '.join(missing)}, which no installed plugin provides", err=True)
+    return [ep for ep in entry_points if ep.name in names]
 
 
 def _base_class(kind):

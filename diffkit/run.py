@@ -6,6 +6,9 @@ directory alone; `Run.plan` decides once which sampler, options and steps a samp
 """
 
 import dataclasses
+import functools
+import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,4 +188,19 @@ class Run:
         return generate(self, n, self.plan(sampler, options, steps), seed, batch_size, trajectory, console)
 
     def versions(self, *extra):
-        return {"diffkit": __version__, **provenance(self._d_component, self._n_component, *extra)}
+        return {"diffkit": __version__, **environment(), **provenance(self._d_component, self._n_component, *extra)}
+
+
+@functools.lru_cache(maxsize=1)
+def environment():
+    """torch, Python and platform versions, and diffkit's git commit when it runs from a checkout."""
+    found = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        here = Path(__file__).resolve()
+        out = subprocess.run(["git", "-C", str(here.parent), "rev-parse", "--show-toplevel", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.split()
+        if len(out) == 2 and Path(out[0], "diffkit", here.name).resolve() == here:  # diffkit's own checkout
+            found["diffkit_commit"] = out[1]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found

@@ -24,6 +24,11 @@ class Sampler:
         """Network evaluations per sample."""
         return steps
 
+    def timesteps(self, degradation, steps):
+        """The integer timesteps [T, ..., 0] visited in `steps` jumps; evenly spaced unless a sampler spaces
+        them otherwise (in log-SNR, say)."""
+        return even_timesteps(degradation.T, steps)
+
     def step(self, network, degradation, x, t, s, generator=None, params=None):
         """One reverse jump x_t -> x_s (s < t); params are the degradation's per-image parameters."""
         raise NotImplementedError
@@ -35,7 +40,8 @@ class Sampler:
 
         on_step(), if given, is called after every network evaluation (for progress bars)."""
         x, path = x_T, [x_T]
-        for t, s in timestep_pairs(degradation.T, self.fixed_steps or steps):
+        grid = self.timesteps(degradation, self.fixed_steps or steps)
+        for t, s in zip(grid[:-1], grid[1:]):
             x = self.step(network, degradation, x, t, s, generator, params)
             if trajectory:
                 path.append(x)
@@ -44,9 +50,14 @@ class Sampler:
         return (x, path) if trajectory else x
 
 
-def timestep_pairs(T, steps):
-    """[(t, s), ...] from T down to 0 in `steps` evenly spaced jumps, each s < t."""
+def even_timesteps(T, steps):
+    """[T, ..., 0]: `steps` evenly spaced integer jumps down from T, each to a smaller t."""
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
-    grid = torch.linspace(T, 0, steps + 1, device="cpu").round().long().tolist()
+    return torch.linspace(T, 0, steps + 1, device="cpu").round().long().tolist()
+
+
+def timestep_pairs(T, steps):
+    """[(t, s), ...] from T down to 0 in `steps` evenly spaced jumps, each s < t."""
+    grid = even_timesteps(T, steps)
     return list(zip(grid[:-1], grid[1:]))

@@ -27,7 +27,8 @@ from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoi
 from diffkit.config import RunConfig
 from diffkit.data import load_images, to_model_range
 from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Interrupted
+from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
 from diffkit.runlock import run_lock
 
@@ -47,14 +48,6 @@ class Batches:
             self._epoch, self._perm = epoch, torch.randperm(len(self.images), generator=g)
         idx = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
         return self.images[idx]
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training; a checkpoint of the last finished step was written."""
-
-    def __init__(self, step, signum=signal.SIGINT):
-        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with --resume")
-        self.step, self.exit_code = step, 128 + int(signum)
 
 
 @contextlib.contextmanager
@@ -235,6 +228,8 @@ class TrainLoop:
         if distributed.is_main():
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(entry, allow_nan=False) + "\n")
+            manager().hook.log_metrics(run_dir=self.run_dir, step=self.step,
+                                       metrics={f"train/{k}": v for k, v in entry.items() if k != "step"})
         return entry
 
     def save(self):

@@ -13,6 +13,10 @@ if "DIFFKIT_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir
 # The evaluation classifier and reference features are cached here, not in the user's cache.
 os.environ.setdefault("DIFFKIT_CACHE", str(ROOT / ".pytest_cache" / "diffkit"))
 
+# The built-in plugins only: whatever else is installed on this machine stays out of the tests.
+BUILTINS = "gaussian,networks,cold,flow,evaluation,tensorboard"
+os.environ["DIFFKIT_PLUGINS"] = BUILTINS
+
 # Tiny components: every CLI test trains in a second or two.
 TINY = ["-o", "T=20", "-o", "hidden=4,8", "-o", "time_features=8", "--batch-size", "8"]
 

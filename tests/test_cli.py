@@ -64,7 +64,7 @@ def test_command_line_values_override_the_preset(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "-d", "nope", "--out", "{tmp}/r"], "unknown degradation 'nope'; known degradations: blur, fade, gaussian, heat, mask, pixelate"),
+    (["train", "-d", "nope", "--out", "{tmp}/r"], "unknown degradation 'nope'; known degradations: blur, fade, flow, gaussian, heat, mask, pixelate"),
     (["train", "--network", "resnet", "--out", "{tmp}/r"], "unknown network 'resnet'; known networks: cnn, unet"),
     (["train", "-o", "colour=red", "--out", "{tmp}/r"], "unknown option 'colour'"),
     (["train", "-o", "T=many", "--out", "{tmp}/r"], "option T='many': expected int"),
@@ -115,7 +115,7 @@ def test_the_installed_command_prints_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diffkit", "train", "-d", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "Error: unknown degradation 'nope'; known degradations: blur, fade, gaussian, heat, mask, pixelate"
+    assert proc.stderr.strip() == "Error: unknown degradation 'nope'; known degradations: blur, fade, flow, gaussian, heat, mask, pixelate"
 
 
 def test_degrade_draws_the_forward_path(runner, tmp_path):

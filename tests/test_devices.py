@@ -21,7 +21,7 @@ from diffkit_rowcol import RowColAverage  # noqa: E402
 
 DEGRADATIONS = [("gaussian", {"T": 20}), ("gaussian", {"T": 20, "prediction": "v", "schedule": "cosine"}),
                 ("blur", {"noise": 0.1}), ("mask", {"centre": "random"}), ("mask", {}), ("pixelate", {}),
-                ("fade", {"noise": 0.2}), ("rowcol", {})]
+                ("fade", {"noise": 0.2}), ("heat", {"T": 10}), ("flow", {"T": 20}), ("rowcol", {})]
 TINY_NETWORKS = {"cnn": {"hidden": (4, 4), "time_features": 8}, "unet": {"base_channels": 8, "channel_mults": (1, 2)}}
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,9 @@ def test_compare_writes_every_file_with_one_row_per_pair(runner, tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["fid_matrix"]) == 4
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "within" in html
+    runs = {Path(r["run"]).name: r for r in json.loads(invoke(runner, "runs", out, "--json").output)}
+    assert set(runs) == {"ddpm", "blur"} and runs["ddpm"]["step"] == 3
+    assert runs["blur"]["best_fid"] == min(r["fid"] for r in rows if r["model"] == "blur")
     again = invoke(runner, "compare", config, "--out", out)  # everything is reused, nothing retrained
     assert again.exit_code == 0 and "reusing" in again.output and "training ddpm" not in again.output
 

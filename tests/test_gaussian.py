@@ -98,3 +98,17 @@ def test_ddim_with_a_perfect_network_returns_the_data_point():
     out, path = DDIMSampler().sample(lambda x, t: x0, d, torch.randn(2, 1, 4, 4), 7, trajectory=True)
     assert torch.allclose(out, x0, atol=1e-5)
     assert len(path) == 8
+
+
+def test_min_snr_gamma_weights_follow_hang_et_al():
+    t = torch.tensor([1, 300, 700, 1000])
+    plain = GaussianDiffusion(GaussianOptions(T=1000, prediction="v"))
+    assert torch.equal(plain.loss_weight(t), torch.ones(4))
+    for prediction in ("eps", "x0", "v"):
+        d = GaussianDiffusion(GaussianOptions(T=1000, prediction=prediction, min_snr_gamma=5.0))
+        a = d.alphas_cumprod[t]
+        snr = a / (1 - a)
+        expected = {"eps": snr.clamp(max=5) / snr, "x0": snr.clamp(max=5), "v": snr.clamp(max=5) / (snr + 1)}[prediction]
+        assert torch.allclose(d.loss_weight(t).double(), expected, rtol=1e-6)
+    eps = GaussianDiffusion(GaussianOptions(T=1000, min_snr_gamma=5.0)).loss_weight(t)
+    assert eps[0] < 0.01 and eps[-1] == pytest.approx(1.0)  # low-noise steps count less, high-noise ones fully

@@ -12,7 +12,7 @@ from diffkit import hookimpl
 from diffkit.degradation import Degradation
 from diffkit.errors import DiffkitError
 
-from conftest import ROOT
+from conftest import BUILTINS, ROOT
 
 
 class Fake(Degradation):
@@ -61,6 +61,7 @@ def test_a_broken_plugin_is_reported_and_skipped(monkeypatch, capsys):
     real = list(importlib.metadata.entry_points(group="diffkit"))
     broken = importlib.metadata.EntryPoint(name="broken", value="diffkit_no_such_module", group="diffkit")
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken, *real])
+    monkeypatch.setenv("DIFFKIT_PLUGINS", f"{BUILTINS},broken")
     monkeypatch.setattr(plugins, "_manager", None)
     monkeypatch.setattr(plugins, "failed_plugins", [])
     assert "gaussian" in plugins.components("degradations")  # the rest still works
@@ -79,7 +80,7 @@ def installed_example(tmp_path_factory):
 
 
 def test_example_plugin_is_discovered_through_its_entry_point(installed_example):
-    env = {**os.environ, "PYTHONPATH": str(installed_example)}
+    env = {**os.environ, "PYTHONPATH": str(installed_example), "DIFFKIT_PLUGINS": f"{BUILTINS},rowcol"}
     out = subprocess.run([sys.executable, "-m", "diffkit", "plugins", "--json"], env=env,
                          capture_output=True, text=True, check=True).stdout
     rows = {row["name"]: row for row in json.loads(out)}
@@ -90,7 +91,7 @@ def test_example_plugin_is_discovered_through_its_entry_point(installed_example)
 
 
 def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(installed_example)}
+    env = {**os.environ, "PYTHONPATH": str(installed_example), "DIFFKIT_PLUGINS": f"{BUILTINS},rowcol"}
     run = [sys.executable, "-m", "diffkit"]
     subprocess.run([*run, "train", "-d", "rowcol", "--network", "cnn", "-o", "hidden=4,4", "-o", "time_features=8",
                     "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
@@ -104,3 +105,15 @@ def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp
     data = np.load(tmp_path / "s.npz")
     assert data["images"].shape == (6, 28, 28)
     assert json.loads(str(data["meta"]))["nfe"] == 28
+
+
+def test_diffkit_plugins_loads_only_the_named_plugins(installed_example):
+    env = {**os.environ, "PYTHONPATH": str(installed_example)}
+    def listed(allow):
+        out = subprocess.run([sys.executable, "-m", "diffkit", "plugins", "--json"], capture_output=True, text=True,
+                             env={**env, "DIFFKIT_PLUGINS": allow}, check=True)
+        return {row["name"] for row in json.loads(out.stdout)}, out.stderr
+    names, _ = listed("gaussian,networks,rowcol")
+    assert names == {"gaussian", "networks", "rowcol"}
+    names, err = listed("gaussian,nosuch")
+    assert names == {"gaussian"} and "DIFFKIT_PLUGINS names nosuch, which no installed plugin provides" in err

@@ -115,3 +115,32 @@ def test_restore_with_too_many_steps_is_one_line(runner, tmp_path):
                   "time_features=8", "--steps", 1, "--batch-size", 8, "--out", run).exit_code == 0
     result = invoke(runner, "restore", run, "-n", 10, "--steps", 999)
     assert result.exit_code == 1 and result.output.strip() == "Error: --steps must be between 1 and T=3, got 999"
+
+
+def test_config_show_prints_toml_that_trains_the_same_run_again(runner, tmp_path):
+    first = tmp_path / "first"
+    result = invoke(runner, "train", "-d", "blur", "--network", "cnn", "-o", "T=3", "-o", "sigma=0.8", "-o", "hidden=4",
+                    "-o", "time_features=8", "--steps", 2, "--batch-size", 8, "--seed", 7, "--out", first)
+    assert result.exit_code == 0, result.output
+    shown = invoke(runner, "config", "show", first)
+    assert shown.exit_code == 0 and "seed = 7" in shown.output
+    (tmp_path / "run.toml").write_text(shown.output)
+    again = invoke(runner, "train", "--config", tmp_path / "run.toml", "--steps", 3, "--out", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    a = json.loads((first / "config.json").read_text())
+    b = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert b["steps"] == 3 and {**a, "steps": 3} == b
+
+
+def test_training_figures_reach_tensorboard(runner, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    result = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", 2, "--out", run)
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/images_per_s", "train/lr"} <= set(events.Tags()["scalars"])
+    (loss,) = events.Scalars("train/loss")
+    assert loss.step == 2 and loss.value == pytest.approx(json.loads((run / "log.jsonl").read_text())["loss"])

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from diffkit import distributed
 from diffkit.atomic import check_writable, write_text
-from diffkit.cli import device_options
+from diffkit.cli import device_options, table_console
 from diffkit.errors import DiffkitError
 
 console = Console(stderr=True, quiet=not distributed.is_main())
@@ -53,7 +53,7 @@ def evaluate_command(cli):
                 images = images[:count]
         evaluator = Evaluator(dataset, split, data_root, console, device)
         result = evaluator.score(images, meta, seed)
-        Console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
+        table_console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
         if json_out:
             write_text(json_out, json.dumps(result, indent=2))
 
@@ -120,7 +120,7 @@ def restore_command(cli):
                       caption=f"N = {info['n']} {split} images degraded to t = T; sampled = {info['sampler']} × {info['steps']}")
         for kind, m in result.items():
             table.add_row(kind, format_value(m["rmse"]), format_value(m["ssim"]), format_value(m["fid"]))
-        Console().print(table)
+        table_console().print(table)
         if grid:
             originals = load_images(run.config.dataset, split, data_root)[:8]
             save_grid(grid, torch.cat([originals] + [m["images"] for m in result.values()]), nrow=8)

@@ -32,6 +32,7 @@ from diffkit.config import RunConfig, merge, preset
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.generate import load_samples, save_samples
+from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
 from diffkit.trainer import read_log, train
 
@@ -207,6 +208,9 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
         features = evaluator.features(images)
         score = evaluator.score(images, meta, settings["seed"], features)
         results.append({"pair": pair, "images": images, "features": features, "score": score, "meta": meta})
+        manager().hook.log_metrics(run_dir=out_dir / "runs" / pair.model, step=meta["training_step"], metrics={
+            f"eval/{pair.slug.split('__', 1)[1]}/{key}": entry["value"]
+            for key, entry in score["metrics"].items() if isinstance(entry, dict) and "value" in entry})
         console.print(f"scored {pair.label}: FID {score['metrics']['fid']['value']:.2f}")
     from torch_fidelity.metric_fid import fid_features_to_statistics
 

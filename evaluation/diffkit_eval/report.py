@@ -35,8 +35,18 @@ def rows_of(comparison):
             row[key] = score["metrics"][key]["value"]
             row[f"{key}_std"] = score["metrics"][key]["std"]
         row["class_histogram"] = score["metrics"]["class_histogram"]
+        seconds = row["sampling_seconds"]
+        row["seconds_per_1000"] = None if seconds is None else seconds / row["n"] * 1000
         rows.append(row)
+    for row in rows:
+        row["frontier"] = pareto_optimal(row, [r for r in rows if r["model"] == row["model"]])
     return rows
+
+
+def pareto_optimal(row, rows):
+    """Whether no other pair of the same model is at least as good on both NFE and FID and better on one."""
+    return not any(o is not row and o["nfe"] <= row["nfe"] and o["fid"] <= row["fid"]
+                   and (o["nfe"] < row["nfe"] or o["fid"] < row["fid"]) for o in rows)
 
 
 def standing(rows, key, higher):
@@ -105,6 +115,30 @@ def make_figures(comparison, rows, folder):
                 ax.legend(fontsize=6)
 
         figure(folder / "metrics-vs-steps.png", against_steps, size=(8, 6))
+    per_model = {}
+    for row in rows:
+        per_model.setdefault(row["model"], []).append(row)
+    per_model = {m: rs for m, rs in per_model.items() if len(rs) > 1}
+    if per_model:
+        def frontier(fig):
+            for i, (model, rs) in enumerate(per_model.items()):
+                lines = {}
+                for r in rs:
+                    lines.setdefault(sampler_cell(r), []).append(r)
+                for j, (x_key, x_label) in enumerate([("nfe", "network evaluations per image (NFE)"),
+                                                      ("seconds_per_1000", "sampling seconds per 1,000 images")]):
+                    ax = fig.add_subplot(len(per_model), 2, 2 * i + j + 1)
+                    for label, line in lines.items():
+                        line = sorted((r for r in line if r[x_key] is not None), key=lambda r: r[x_key])
+                        ax.errorbar([r[x_key] for r in line], [r["fid"] for r in line], [r["fid_std"] for r in line],
+                                    label=label, marker="o", capsize=2)
+                    best = [r for r in rs if r["frontier"] and r[x_key] is not None]
+                    ax.scatter([r[x_key] for r in best], [r["fid"] for r in best], s=90, facecolors="none",
+                               edgecolors="black", label="Pareto-optimal (NFE, FID)")
+                    ax.set(xlabel=x_label, ylabel="FID", xscale="log", title=model)
+                    ax.legend(fontsize=6)
+
+        figure(folder / "frontier.png", frontier, size=(10, 3.6 * len(per_model)))
     sweeps = option_sweeps(rows)
     if sweeps:
         def against_option(fig):
@@ -156,10 +190,13 @@ def markdown(comparison, rows, made):
             mark = marks[key][i]
             cells.append(f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + (f" **{mark}**" if mark else ""))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Cost", "", "| model | sampler | steps | training images | training s | sampling s |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Cost", "", "**frontier** marks the pairs no other pair of the same model beats on both NFE and FID.", "",
+              "| model | sampler | steps | NFE | FID | frontier | training images | training s | sampling s | s per 1,000 images |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {sampler_cell(r)} | {r['steps']} | {r['training_images']} | "
-                     f"{_num(r['training_seconds'])} | {_num(r['sampling_seconds'])} |")
+        lines.append(f"| {r['model']} | {sampler_cell(r)} | {r['steps']} | {r['nfe']} | {r['fid']:.4g} ± {r['fid_std']:.2g} | "
+                     f"{'**frontier**' if r['frontier'] else ''} | {r['training_images']} | "
+                     f"{_num(r['training_seconds'])} | {_num(r['sampling_seconds'])} | {_num(r['seconds_per_1000'])} |")
     labels = [r["label"] for r in rows]
     lines += ["", "## FID between pairs (row: samples, column: reference pair)", "",
               "| | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
@@ -169,6 +206,8 @@ def markdown(comparison, rows, made):
               "![class histograms](figures/class-histograms.png)", ""]
     if (comparison["out_dir"] / "figures" / "metrics-vs-steps.png").exists():
         lines += ["![metrics against sampling steps](figures/metrics-vs-steps.png)", ""]
+    if (comparison["out_dir"] / "figures" / "frontier.png").exists():
+        lines += ["![FID against NFE and sampling time, per model](figures/frontier.png)", ""]
     if option_sweeps(rows):
         lines += ["![FID and class entropy against the swept sampler option](figures/metrics-vs-option.png)", ""]
     for r, label in zip(comparison["results"], labels):

@@ -1,8 +1,10 @@
-"""Built-in plugin: the Gaussian DDPM forward process and its DDPM and DDIM samplers."""
+"""Built-in plugin: the Gaussian DDPM forward process, its DDPM and DDIM samplers, and the ODE solvers
+euler, heun and dpm++2m (which also serve flow matching)."""
 
 from diffkit import hookimpl
 from diffkit_gaussian.diffusion import GaussianDiffusion
 from diffkit_gaussian.samplers import DDIMSampler, DDPMSampler
+from diffkit_gaussian.solvers import DPMSolverPP2M, EulerSampler, HeunSampler
 
 
 @hookimpl
@@ -14,3 +16,6 @@ def register_degradations(register):
 def register_samplers(register):
     register(DDPMSampler, name="ddpm")
     register(DDIMSampler, name="ddim")
+    register(EulerSampler, name="euler")
+    register(HeunSampler, name="heun")
+    register(DPMSolverPP2M, name="dpm++2m")

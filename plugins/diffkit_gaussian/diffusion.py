@@ -22,12 +22,15 @@ class GaussianOptions:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float = 0.0  # > 0: min-SNR-γ loss weighting (Hang et al. 2023), e.g. 5; 0: unweighted
 
     def __post_init__(self):
         if not 1 <= self.T <= 100_000:
             raise ValueError(f"T must be between 1 and 100000, got {self.T}")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError("need 0 < beta_start < beta_end < 1")
+        if self.min_snr_gamma < 0:
+            raise ValueError(f"min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
 
 
 def linear_betas(T, beta_start, beta_end):
@@ -74,7 +77,17 @@ class GaussianDiffusion(Degradation):
         """‖target − network(z_t, t)‖² per image, with target ε, x0 or v."""
         x_t = self.q_sample(x0, t, noise)
         target = {"eps": noise, "x0": x0, "v": self.velocity(x0, noise, t)}[self.options.prediction]
-        return (network(x_t, t) - target).pow(2).flatten(1).mean(1)
+        return self.loss_weight(t).to(x0.dtype) * (network(x_t, t) - target).pow(2).flatten(1).mean(1)
+
+    def loss_weight(self, t):
+        """min-SNR-γ: each step's loss weighted as if its x0 error counted min(SNR, γ) times, SNR = ᾱ/(1 − ᾱ);
+        for ε and v targets that is min(SNR, γ)/SNR and min(SNR, γ)/(SNR + 1). Ones when γ = 0."""
+        gamma = self.options.min_snr_gamma
+        if not gamma:
+            return torch.ones(t.shape, device=t.device)
+        snr = lookup(self.alphas_cumprod, t) / (1 - lookup(self.alphas_cumprod, t)).clamp(min=1e-20)
+        clipped = snr.clamp(max=gamma)
+        return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[self.options.prediction]
 
     def velocity(self, x0, noise, t):
         """v = sqrt(ᾱ_t)·ε − sqrt(1 − ᾱ_t)·x0 (Salimans & Ho 2022)."""

@@ -6,7 +6,7 @@ the training images, so unconditional samples start from new stripe patterns, no
 A degradation needs only `degrade_mean` and a prior; diffkit's cold samplers do the rest.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -20,11 +20,11 @@ __version__ = "0.1.0"
 
 @dataclass
 class RowColOptions:
-    axis: Literal["rows", "columns"] = "rows"
-    size: int = 28  # image height (rows) or width (columns); T equals it
-    order_seed: int = 0
-    components: int = 10  # Gaussian-mixture components of the prior
-    prior_noise: float = 0.05  # noise added to prior draws to break ties
+    axis: Literal["rows", "columns"] = field(default="rows", metadata={"help": "average rows or columns"})
+    size: int = field(default=28, metadata={"help": "image height (rows) or width (columns); T equals it"})
+    order_seed: int = field(default=0, metadata={"help": "seed of the order in which lines are averaged"})
+    components: int = field(default=10, metadata={"help": "Gaussian-mixture components of the prior"})
+    prior_noise: float = field(default=0.05, metadata={"help": "noise added to prior draws to break ties"})
 
     def __post_init__(self):
         if not 1 <= self.size <= 1024 or not 1 <= self.components <= 1000 or self.prior_noise < 0:
