@@ -138,7 +138,7 @@ def test_cold_run_restores_real_images_in_a_separate_table(runner, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r.json").read_text())
     assert set(record) == {"info", "degraded", "direct", "sampled"}
-    assert record["info"] == {"sampler": "cold", "steps": 3, "n": 20, "split": "test"}
+    assert record["info"] == {"sampler": "cold-naive", "steps": 3, "n": 20, "split": "test"}
     assert 0 < record["degraded"]["rmse"]["value"] < 1 and record["sampled"]["fid"]["n"] == 20
     assert (tmp_path / "r.png").exists()
 

@@ -49,14 +49,14 @@ def test_information_is_lost_monotonically(name, digits):
 
 
 def test_blur_at_T_is_close_to_the_image_mean(digits):
-    d = make("blur")
+    d = make("blur", sigma=7.0)  # the paper's setting
     x_T = d.degrade(digits, steps(d, len(digits))[1])
     assert x_T.std(dim=(2, 3)).max() < 0.1 * digits.std(dim=(2, 3)).min()
     assert torch.allclose(x_T.mean(dim=(2, 3)), digits.mean(dim=(2, 3)), atol=1e-5)  # circular blur keeps the mean
 
 
 def test_pixelate_follows_the_factor_schedule(digits):
-    d = make("pixelate")
+    d = make("pixelate", T=5)  # the paper's setting
     assert [d.size_at(t, 28) for t in range(6)] == [28, 14, 7, 4, 2, 1]
     x = d.degrade(digits[:2], torch.tensor([2, 5]))
     assert x[0, 0].unique().numel() <= 49 and x[1, 0].unique().numel() == 1
@@ -93,7 +93,7 @@ def test_noise_grows_to_its_level_at_T(digits):
     assert torch.equal(d.degrade(digits, steps(d, n)[0], g), digits)
 
 
-@pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"prior_resolution": 4}),
+@pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"sigma": 7.0, "prior_resolution": 4}),
                                           ("blur", {"sigma": 0.8, "prior_resolution": 7}), ("mask", {}),
                                           ("pixelate", {}), ("pixelate", {"T": 3, "prior_resolution": 4}),
                                           ("fade", {}), ("fade", {"noise": 0.5}), ("heat", {})])

@@ -22,7 +22,7 @@ def test_resolve_config_is_pure_and_complete():
     given = RunConfig(degradation="blur", network="cnn", degradation_options={"T": 3})
     resolved = resolve_config(given)
     assert given.sampler is None and given.degradation_options == {"T": 3}  # untouched
-    assert resolved.sampler == "cold" and resolved.degradation_options["sigma"] == 7.0
+    assert resolved.sampler == "cold-naive" and resolved.degradation_options["sigma"] == 0.8
     assert resolved.network_options["hidden"] == [16, 32, 32, 16]
 
 
@@ -36,7 +36,7 @@ def test_make_config_routes_options_to_their_component():
 def test_plan_resolves_sampler_steps_and_nfe_once():
     run = Run.build(make_config(degradation="blur", network="cnn", options={"T": 5, "hidden": "4", "time_features": 8}))
     plan = run.plan()
-    assert (plan.name, plan.steps, plan.nfe) == ("cold", 5, 5)
+    assert (plan.name, plan.steps, plan.nfe) == ("cold-naive", 5, 5)
     direct = run.plan("direct", steps=4)  # direct always takes one step: it records one, not four
     assert (direct.name, direct.steps, direct.nfe) == ("direct", 1, 1)
     with pytest.raises(DiffkitError, match="--steps must be between 1 and T=5, got 999"):

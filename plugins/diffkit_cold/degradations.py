@@ -14,10 +14,16 @@ from diffkit_cold.cold import ColdDegradation, ColdOptions
 
 @dataclass
 class BlurOptions(ColdOptions):
+    """Defaults from the sweep in bench/cold-defaults.toml: a gentle blur whose x_T keeps the digit's coarse shape,
+    with a mixture prior over it pooled to 7×7. The paper's σ = 7 is the `paper-blur` preset."""
+
     T: int = 20
     kernel_size: int = 11
-    sigma: float = 7.0
+    sigma: float = 0.8
     schedule: Literal["constant", "incremental", "exponential"] = "constant"
+    prior_resolution: int = 7
+    prior_components: int = 20
+    prior_noise: float = 0.02
 
     def __post_init__(self):
         super().__post_init__()
@@ -30,7 +36,8 @@ class Blur(ColdDegradation):
     so D(x0, t) is t successive blurs. Official MNIST setting: T = 20, kernel 11, sigma 7, constant."""
 
     Options = BlurOptions
-    description = "repeated Gaussian blur (cold diffusion); at t = T the image is close to its mean"
+    description = "repeated Gaussian blur (cold diffusion); a mixture prior over the blurred digit at T"
+    default_sampler = "cold-naive"
 
     def sigmas(self):
         o = self.options
@@ -72,6 +79,7 @@ class MaskOptions(ColdOptions):
     spread: float = 1.0  # hole radius at step i is spread·i·(size/T)
     fill: float = -1.0  # value the hole shows (-1 is MNIST's black background)
     prior_noise: float = 0.1
+    noise: float = 0.5  # noise inside the degradation: the sweep's best mask (the paper's is `paper-mask`)
 
     def __post_init__(self):
         super().__post_init__()
@@ -85,6 +93,7 @@ class Mask(ColdDegradation):
 
     Options = MaskOptions
     description = "a growing Gaussian-shaped hole (cold diffusion), centre fixed or random per image"
+    default_sampler_options = {"delta": 0.02}
 
     def draw_params(self, n, generator=None):
         if self.options.centre == "fixed":
@@ -110,8 +119,14 @@ class Mask(ColdDegradation):
 
 @dataclass
 class PixelateOptions(ColdOptions):
-    T: int = 5
+    """Defaults from the sweep: stop at 4×4 (T = 3) and fit a 20-component mixture to those 16 pixels; the
+    paper's 1×1 (T = 5) is the `paper-pixelate` preset."""
+
+    T: int = 3
     factor: float = 2.0  # the image shrinks by this factor per step (official: 2)
+    prior_resolution: int = 4
+    prior_components: int = 20
+    prior_noise: float = 0.05
 
     def __post_init__(self):
         super().__post_init__()
@@ -124,6 +139,7 @@ class Pixelate(ColdDegradation):
 
     Options = PixelateOptions
     description = "pixelation: downsample by factor^t and nearest-upsample (cold diffusion)"
+    default_sampler = "cold-naive"
     prior_upsample = "nearest"  # x_T is made of blocks
 
     def size_at(self, t, size):
@@ -147,6 +163,7 @@ class FadeOptions(ColdOptions):
     towards: Literal["mean", "black"] = "mean"  # the constant level: each image's mean, or -1
     schedule: Literal["linear", "cosine"] = "cosine"
     prior_noise: float = 0.1
+    noise: float = 0.5  # noise growing to 0.5 at T: what makes fade generate (the paper-like fade is `paper-fade`)
 
 
 class Fade(ColdDegradation):
