@@ -11,8 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffkit import __version__, distributed
-from diffkit.config import PRECISIONS, PRESETS
-from diffkit.data import DATASETS
+from diffkit.config import DATASET_NAMES, PRECISIONS, PRESETS
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.options import describe, split_assignments
 from diffkit.plugins import KINDS, components, manager, plugin_table
@@ -75,7 +74,7 @@ def cli():
 @click.option("--ema-decay", type=float)
 @click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end).")
 @click.option("--seed", type=int)
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)))
+@click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)))
 @click.option("--data-root", type=click.Path(), help="Dataset folder (default: $DIFFKIT_DATA, else download).")
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -168,7 +167,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
 @click.option("--grid", required=True, type=click.Path(), help="PNG: one row per image, x_0 ... x_T left to right.")
 @click.option("-n", "count", type=int, default=8, show_default=True, help="Real digits to degrade.")
 @click.option("--frames", type=int, default=11, show_default=True, help="Columns from t = 0 to t = T.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="mnist", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), default="mnist", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-root", type=click.Path())
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")

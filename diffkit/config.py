@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from diffkit.errors import DiffkitError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DATASET_NAMES = ("fashion-mnist", "mnist")  # diffkit.data.DATASETS reads them; named here to keep the CLI light
 
 
 @dataclass

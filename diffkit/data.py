@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 import torchvision
 
+from diffkit.config import DATASET_NAMES
 from diffkit.errors import DiffkitError
 
 DATASETS = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
+assert set(DATASETS) == set(DATASET_NAMES), "diffkit.config.DATASET_NAMES must list the datasets"
 SPLITS = ("train", "test")
 
 

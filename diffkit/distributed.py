@@ -8,8 +8,13 @@ one-process case, so the same code runs a laptop, a GPU and a cluster.
 import datetime
 import os
 
-import torch
-import torch.distributed as dist
+
+def _torch():
+    """torch and torch.distributed, imported on first use: `diffkit --version` needs neither."""
+    import torch
+    import torch.distributed as dist
+
+    return torch, dist
 
 
 def rank():
@@ -27,6 +32,7 @@ def is_main():
 
 def setup(device):
     """Join torchrun's process group once (a no-op in one process)."""
+    _, dist = _torch()
     if world_size() > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
@@ -34,7 +40,7 @@ def setup(device):
 
 
 def active():
-    return world_size() > 1 and dist.is_initialized()
+    return world_size() > 1 and _torch()[1].is_initialized()
 
 
 def shard(n):
@@ -47,6 +53,7 @@ def any_rank(flags, device):
     """For each flag: true on every rank when it is true on any rank (so all ranks stop at the same step)."""
     if not active():
         return [bool(f) for f in flags]
+    torch, dist = _torch()
     value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return [bool(v) for v in value.tolist()]
@@ -56,6 +63,7 @@ def mean(value, device):
     """The mean of a float over ranks."""
     if not active():
         return value
+    torch, dist = _torch()
     tensor = torch.tensor([float(value)], device=device, dtype=torch.float64)
     dist.all_reduce(tensor)
     return tensor.item() / world_size()
@@ -66,10 +74,10 @@ def gather(obj):
     if not active():
         return [obj]
     out = [None] * world_size()
-    dist.all_gather_object(out, obj)
+    _torch()[1].all_gather_object(out, obj)
     return out
 
 
 def barrier():
     if active():
-        dist.barrier()
+        _torch()[1].barrier()

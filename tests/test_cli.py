@@ -165,3 +165,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
                               "--out", str(run)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())["step"] == state["step"] + 2
+
+
+def test_version_answers_without_importing_torch():
+    code = "import sys\nfrom diffkit.cli import main\nprint('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
+    version = subprocess.run([sys.executable, "-m", "diffkit", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == "diffkit, version 0.1.0"
