@@ -34,13 +34,18 @@ def save_checkpoint(run_dir, step, tensors, state):
         shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of a crashed save, never `latest`
         os.replace(tmp, final)
         fsync_path(folder)
-    latest = folder / "latest"
-    if not latest.is_file() or latest.read_text().strip() != final.name:
-        write_text(latest, final.name)
+    if _named_by_latest(folder) != final:
+        write_text(folder / "latest", final.name)
     for old in [*folder.glob("step-*"), *folder.glob(".tmp-step-*")]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _named_by_latest(folder):
+    """The checkpoint folder that `latest` names, or None when there is no `latest`."""
+    latest = folder / "latest"
+    return folder / latest.read_text().strip() if latest.is_file() else None
 
 
 def _complete(path):
@@ -65,8 +70,7 @@ def _complete_checkpoints(run_dir):
 
 def read_state(run_dir):
     """The state.json of a run's newest complete checkpoint (no tensors loaded), or None."""
-    folder = Path(run_dir) / "checkpoints"
-    named = folder / (folder / "latest").read_text().strip() if (folder / "latest").is_file() else None
+    named = _named_by_latest(Path(run_dir) / "checkpoints")
     path = named if named is not None and _complete(named) else next(iter(_complete_checkpoints(run_dir)), None)
     return json.loads((path / "state.json").read_text()) if path is not None else None
 
@@ -90,11 +94,9 @@ def load_checkpoint(run_dir, warn=None):
     folder = Path(run_dir) / "checkpoints"
     if not Path(run_dir).is_dir():
         raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
-    named = None
-    if (folder / "latest").is_file():
-        named = folder / (folder / "latest").read_text().strip()
-        if _complete(named):
-            return _read(named)
+    named = _named_by_latest(folder)
+    if named is not None and _complete(named):
+        return _read(named)
     candidates = _complete_checkpoints(run_dir)
     if not candidates:
         if named is not None:

@@ -85,7 +85,8 @@ class GaussianDiffusion(Degradation):
         gamma = self.options.min_snr_gamma
         if not gamma:
             return torch.ones(t.shape, device=t.device)
-        snr = lookup(self.alphas_cumprod, t) / (1 - lookup(self.alphas_cumprod, t)).clamp(min=1e-20)
+        alpha = lookup(self.alphas_cumprod, t)
+        snr = alpha / (1 - alpha).clamp(min=1e-20)
         clipped = snr.clamp(max=gamma)
         return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[self.options.prediction]
 
