@@ -105,8 +105,9 @@ QUICK_TRAINING = dict(
 
 
 def paper(degradation, **options):
-    """Bansal et al.'s (2022) MNIST setting of a cold degradation, at the quick budget, with Algorithm 2."""
-    return dict(degradation=degradation, degradation_options=options, sampler="cold", **QUICK_TRAINING)
+    """Bansal et al.'s (2022) MNIST setting of a cold degradation, at the quick budget, with Algorithm 2 and
+    the paper's L1 loss."""
+    return dict(degradation=degradation, degradation_options={**options, "loss": "l1"}, sampler="cold", **QUICK_TRAINING)
 
 
 PRESETS = {
@@ -146,12 +147,15 @@ PRESETS = {
     # mean and a deterministic sampler collapses onto a few digits (README, chapter 2). The degradations'
     # own defaults are the settings that generate.
     "paper-blur": paper("blur", T=20, kernel_size=11, sigma=7.0, schedule="constant", prior_resolution=1,
-                        prior_components=10, prior_noise=0.05, noise=0.0),
+                        prior_features="pool", prior_components=10, prior_noise=0.05, noise=0.0),
     "paper-mask": paper("mask", T=50, centre="fixed", spread=1.0, prior_resolution=1, prior_noise=0.1, noise=0.0),
     "paper-pixelate": paper("pixelate", T=5, factor=2.0, prior_resolution=1, prior_components=10, prior_noise=0.05,
                             noise=0.0),
     "paper-fade": paper("fade", T=20, towards="mean", schedule="cosine", prior_resolution=1, prior_noise=0.1,
                         noise=0.0),
+    # Rissanen et al.'s (2023) MNIST noise: 0.01 in training, fresh δ = 0.01 per sampling step.
+    "paper-heat": {**paper("heat", T=50, sigma_min=0.5, sigma_max=20.0, noise=0.01, prior_noise=0.0),
+                   "sampler": "cold-naive", "sampler_options": {"delta": 0.01}},
 }
 
 

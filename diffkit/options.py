@@ -79,8 +79,18 @@ def options_dict(options):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
 
 
+def field_help(schema, name):
+    """A field's metadata["help"], from the nearest class in the MRO that gives one: a subclass that only
+    changes a default (`T: int = 50`) keeps its base's help."""
+    for cls in schema.__mro__:
+        found = getattr(cls, "__dataclass_fields__", {}).get(name)
+        if found is not None and found.metadata.get("help"):
+            return found.metadata["help"]
+    return ""
+
+
 def describe(schema):
-    """(name, type, default, help) for each field, for `diffkit list`; help is the field's metadata["help"]."""
+    """(name, type, default, help) for each field, for `diffkit list`."""
     hints = typing.get_type_hints(schema)
     rows = []
     for f in dataclasses.fields(schema):
@@ -92,7 +102,7 @@ def describe(schema):
         else:
             type_name = kind.__name__
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((f.name, type_name, default, f.metadata.get("help", "")))
+        rows.append((f.name, type_name, default, field_help(schema, f.name)))
     return rows
 
 

@@ -1,7 +1,11 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diffkit.data import load_images, to_model_range
+from diffkit.errors import DiffkitError
 from diffkit.options import parse_options
 from diffkit.plugins import components
 from diffkit_cold.samplers import ColdSampler, DirectSampler, NaiveColdSampler
@@ -94,7 +98,9 @@ def test_noise_grows_to_its_level_at_T(digits):
 
 
 @pytest.mark.parametrize("name,options", [("blur", {}), ("blur", {"sigma": 7.0, "prior_resolution": 4}),
-                                          ("blur", {"sigma": 0.8, "prior_resolution": 7}), ("mask", {}),
+                                          ("blur", {"sigma": 0.8, "prior_resolution": 7}),
+                                          ("blur", {"sigma": 0.8, "prior_resolution": 7, "prior_features": "pca"}),
+                                          ("mask", {}),
                                           ("pixelate", {}), ("pixelate", {"T": 3, "prior_resolution": 4}),
                                           ("fade", {}), ("fade", {"noise": 0.5}), ("heat", {})])
 def test_prior_matches_degraded_training_images(name, options):
@@ -115,6 +121,16 @@ def test_prior_matches_degraded_training_images(name, options):
     restored.load_prior_state(d.prior_state())
     assert torch.equal(restored.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)),
                        d.sample_prior(3, (1, 28, 28), torch.Generator().manual_seed(2)))
+
+
+def test_a_pca_prior_of_a_pixelation_draws_block_images():
+    """4×4 pixelations span a 16-dimensional space; its top 16 principal components span the same one."""
+    d = make("pixelate", T=3, prior_resolution=4, prior_features="pca", prior_noise=0.0)
+    d.fit_prior(to_model_range(load_images("mnist", "train")[:1000]), torch.Generator().manual_seed(0))
+    draws = d.sample_prior(64, (1, 28, 28), torch.Generator().manual_seed(1))
+    blocks = F.interpolate(F.adaptive_avg_pool2d(draws, 4), size=28, mode="nearest")
+    assert torch.allclose(draws, blocks, atol=1e-4)
+    assert draws.std(dim=0).mean() > 0.1  # and they differ from one another
 
 
 def test_heat_keeps_the_mean_and_blurs_a_pixel_into_a_gaussian(digits):
@@ -148,3 +164,27 @@ def test_delta_adds_fresh_noise_between_steps_only(sampler_cls, digits):
     assert torch.equal(out, again) and not torch.equal(path[1], other[1])  # the generator decides the noise
     assert (path[1] - plain[1]).std().item() == pytest.approx(0.05, rel=0.05)
     assert torch.allclose(out, x0, atol=1e-5) if sampler_cls is NaiveColdSampler else out.shape == x0.shape
+
+
+def test_the_loss_option_is_the_mean_absolute_or_squared_error_of_x0():
+    x0 = torch.tensor([0.5, -1.0, 0.0, 1.0]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    t, noise = torch.tensor([1, 2]), torch.zeros(2, 1, 2, 2)
+    zero = lambda x, t: torch.zeros_like(x)  # x̂0 = 0: the error is x0 itself
+    assert torch.allclose(make("fade", loss="l1").training_losses(zero, x0, t, noise), torch.full((2,), 2.5 / 4))
+    assert torch.allclose(make("fade", loss="l2").training_losses(zero, x0, t, noise), torch.full((2,), 2.25 / 4))
+
+
+def test_a_soft_hole_removes_strength_times_the_gaussian_per_step():
+    """2×2 image, T = 1: every pixel centre is at d² = 0.5 from the image centre and r_1 = 2."""
+    for strength in (1.0, 0.5):
+        mask = make("mask", T=1, strength=strength).mask(torch.tensor([1]), (1, 1, 2, 2), None)
+        assert torch.allclose(mask, torch.full((1, 1, 2, 2), 1 - strength * math.exp(-0.5 / 8)))
+    with pytest.raises(DiffkitError, match="strength in"):
+        make("mask", strength=0.0)
+
+
+def test_an_option_whose_default_a_subclass_changes_keeps_its_help():
+    from diffkit.options import describe
+
+    rows = {name: (default, help) for name, _, default, help in describe(components("degradations")["blur"].cls.Options)}
+    assert rows["T"] == (20, "degradation steps") and rows["prior_noise"] == (0.0, "std of extra noise on prior draws")

@@ -85,7 +85,7 @@ def test_example_plugin_is_discovered_through_its_entry_point(installed_example)
                          capture_output=True, text=True, check=True).stdout
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["rowcol"]["distribution"] == "diffkit-example-rowcol"
-    assert rows["rowcol"]["version"] == "0.1.0"
+    assert rows["rowcol"]["version"] == "0.2.0"
     assert rows["rowcol"]["degradations"] == ["rowcol"]
     assert Path(installed_example, "diffkit_rowcol").is_dir()
 
@@ -94,10 +94,10 @@ def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp
     env = {**os.environ, "PYTHONPATH": str(installed_example), "DIFFKIT_PLUGINS": f"{BUILTINS},rowcol"}
     run = [sys.executable, "-m", "diffkit"]
     subprocess.run([*run, "train", "-d", "rowcol", "--network", "cnn", "-o", "hidden=4,4", "-o", "time_features=8",
-                    "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
+                    "-o", "components=5", "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
                    capture_output=True)
     state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/state.json")).read_text())
-    assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.1.0"
+    assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.2.0"
     assert state["config"]["sampler"] == "cold"  # the default for a cold degradation
     subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "6", "--out", str(tmp_path / "s.npz")], env=env,
                    check=True, capture_output=True)

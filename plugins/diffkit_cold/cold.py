@@ -1,7 +1,8 @@
 """What every cold degradation shares: optional noise, and a mixture prior over what survives at T."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +14,21 @@ from diffkit.prior import fit_mixture, sample_mixture
 PRIOR_FIT_IMAGES = 10_000
 
 
+def helped(default, text):
+    """A dataclass field whose help `diffkit list` shows."""
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class ColdOptions:
-    T: int = 20
-    noise: float = 0.0  # std of added Gaussian noise at t = T, growing linearly from 0 (Rissanen et al.)
-    prior_resolution: int = 1  # the prior models x_T pooled to r×r per channel
-    prior_components: int = 10  # Gaussian-mixture components
-    prior_noise: float = 0.0  # std of extra noise added to prior draws, to break symmetry
+    T: int = helped(20, "degradation steps")
+    noise: float = helped(0.0, "std of the Gaussian noise D adds at T, growing linearly from 0")
+    prior_resolution: int = helped(1, "the prior models x_T pooled to r×r (or its top r² principal components)")
+    prior_features: Literal["pool", "pca"] = helped("pool", "what the prior's mixture is fitted to")
+    prior_components: int = helped(10, "Gaussian-mixture components of the prior")
+    prior_noise: float = helped(0.0, "std of extra noise on prior draws")
+    loss: Literal["l1", "l2"] = helped("l1", "x̂0 loss: l1 (the paper's) learns the median, l2 the mean, "
+                                             "which sampling needs when D adds noise")
 
     def __post_init__(self):
         if not 1 <= self.T <= 1000:
@@ -41,15 +50,31 @@ class ColdDegradation(Degradation):
     def noise_std(self, t):
         return self.options.noise * t.float() / self.T
 
+    def training_losses(self, network, x0, t, noise, params=None):
+        """The base class's L1 on x̂0, or its square: with noise in D, an L1-trained x̂0 is the median digit
+        (a thin stroke, a "1") where x_t is noisiest, and the samples crowd onto 1s and 7s."""
+        x_t = self.degrade(x0, t, noise=noise, params=params)
+        error = self.predict_x0(network, x_t, t) - x0
+        return (error.abs() if self.options.loss == "l1" else error.square()).flatten(1).mean(1)
+
     def _at_T(self, x):
         return self.degrade_mean(x, torch.full((len(x),), self.T, dtype=torch.long, device=x.device))
 
     def fit_prior(self, images, generator=None):
-        """Mixture over the r×r pooled fully degraded training images."""
+        """Mixture over the fully degraded training images, pooled to r×r or projected on their top r²
+        principal components. PCA keeps what a blurred x_T holds between the pooling cells, so its draws look
+        like real x_T; for a pixelation it spans the same block images as pooling does."""
         subset = images[:PRIOR_FIT_IMAGES]
         x_T = torch.cat([self._at_T(chunk) for chunk in subset.split(1000)])
-        features = F.adaptive_avg_pool2d(x_T, self.options.prior_resolution).flatten(1)
-        self.prior = fit_mixture(features, self.options.prior_components, generator)
+        r = self.options.prior_resolution
+        if self.options.prior_features == "pool":
+            self.prior = fit_mixture(F.adaptive_avg_pool2d(x_T, r).flatten(1), self.options.prior_components, generator)
+            return
+        flat = x_T.flatten(1).double()
+        mean = flat.mean(dim=0)
+        basis = torch.linalg.svd(flat - mean, full_matrices=False).Vh[: r * r]  # (r², C·H·W)
+        self.prior = {**fit_mixture((flat - mean) @ basis.T, self.options.prior_components, generator),
+                      "pca_mean": mean.float(), "pca_basis": basis.float()}
 
     def prior_image(self, pooled, size):
         """An x_T whose r×r pooling is `pooled`: upsampled, then degraded to T (a mask's hole, say)."""
@@ -61,8 +86,12 @@ class ColdDegradation(Degradation):
         and the symmetry-breaking `prior_noise`, as independent Gaussians."""
         if self.prior is None:
             raise RuntimeError("fit_prior must run before sample_prior")
-        r = self.options.prior_resolution
-        x = self.prior_image(sample_mixture(self.prior, n, generator).view(n, shape[0], r, r), shape[1:])
+        r, draw = self.options.prior_resolution, sample_mixture(self.prior, n, generator)
+        if "pca_basis" in self.prior:
+            basis, mean = self.prior["pca_basis"].to(draw.device), self.prior["pca_mean"].to(draw.device)
+            x = (draw @ basis + mean).view(n, *shape).clamp(-1, 1)
+        else:
+            x = self.prior_image(draw.view(n, shape[0], r, r), shape[1:])
         std = math.sqrt(self.options.noise**2 + self.options.prior_noise**2)  # noise_std(T) = noise
         return x + std * draws.randn(x.shape, generator, x.device)
 

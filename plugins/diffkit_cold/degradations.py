@@ -9,21 +9,23 @@ import torch.nn.functional as F
 
 from diffkit import draws
 from diffkit.degradation import per_sample
-from diffkit_cold.cold import ColdDegradation, ColdOptions
+from diffkit_cold.cold import ColdDegradation, ColdOptions, helped
 
 
 @dataclass
 class BlurOptions(ColdOptions):
     """Defaults from the sweep in bench/cold-defaults.toml: a gentle blur whose x_T keeps the digit's coarse shape,
-    with a mixture prior over it pooled to 7×7. The paper's σ = 7 is the `paper-blur` preset."""
+    a mixture prior over x_T's top 49 principal components, and no prior noise (the network sharpens any noise
+    into strokes). The paper's σ = 7 is the `paper-blur` preset."""
 
     T: int = 20
     kernel_size: int = 11
     sigma: float = 0.8
     schedule: Literal["constant", "incremental", "exponential"] = "constant"
     prior_resolution: int = 7
+    prior_features: Literal["pool", "pca"] = "pca"
     prior_components: int = 20
-    prior_noise: float = 0.02
+    prior_noise: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,24 +78,26 @@ class Blur(ColdDegradation):
 class MaskOptions(ColdOptions):
     T: int = 50
     centre: Literal["fixed", "random"] = "fixed"
-    spread: float = 1.0  # hole radius at step i is spread·i·(size/T)
-    fill: float = -1.0  # value the hole shows (-1 is MNIST's black background)
+    spread: float = helped(1.0, "the hole's radius at step i is spread·i·size/T")
+    strength: float = helped(1.0, "share of a pixel each step's hole removes at its centre (1: a hard hole)")
+    fill: float = helped(-1.0, "value the hole shows (-1: MNIST's black background)")
     prior_noise: float = 0.1
-    noise: float = 0.5  # noise inside the degradation: the sweep's best mask (the paper's is `paper-mask`)
+    noise: float = 1.0  # noise growing to std 1 at T and a squared-error x̂0: the sweep's best mask (class
+    loss: Literal["l1", "l2"] = "l2"  # entropy 2.23); the paper's noiseless mask is `paper-mask`
 
     def __post_init__(self):
         super().__post_init__()
-        if self.spread <= 0 or not -1 <= self.fill <= 1:
-            raise ValueError("spread must be positive and fill in [-1, 1]")
+        if self.spread <= 0 or not -1 <= self.fill <= 1 or not 0 < self.strength <= 1:
+            raise ValueError("spread must be positive, fill in [-1, 1] and strength in (0, 1]")
 
 
 class Mask(ColdDegradation):
-    """A Gaussian-shaped hole grows step by step: mask_t = Π_{i≤t} (1 − exp(−d²/(2 r_i²))), with d the
-    distance to the centre (image centre, or per image at random) and r_i growing linearly."""
+    """A Gaussian-shaped hole grows step by step: mask_t = Π_{i≤t} (1 − s·exp(−d²/(2 r_i²))), with d the
+    distance to the centre (image centre, or per image at random), r_i growing linearly and s the strength:
+    s = 1 (the paper's) masks the centre from t = 1; s < 1 fades it out over the steps."""
 
     Options = MaskOptions
     description = "a growing Gaussian-shaped hole (cold diffusion), centre fixed or random per image"
-    default_sampler_options = {"delta": 0.02}
 
     def draw_params(self, n, generator=None):
         if self.options.centre == "fixed":
@@ -108,7 +112,7 @@ class Mask(ColdDegradation):
         ys, xs = torch.arange(h, device=device) + 0.5, torch.arange(w, device=device) + 0.5
         d2 = (ys[None, :, None] - centre[:, 0, None, None] * h) ** 2 + (xs[None, None, :] - centre[:, 1, None, None] * w) ** 2
         radius = self.options.spread * torch.arange(1, self.T + 1, device=device) * max(h, w) / self.T  # (T,)
-        factors = 1 - torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (B, T, H, W)
+        factors = 1 - self.options.strength * torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (B, T, H, W)
         upto = torch.arange(1, self.T + 1, device=device)[None, :, None, None] <= t[:, None, None, None]
         return torch.where(upto, factors, 1.0).prod(dim=1, keepdim=True)
 
@@ -163,7 +167,8 @@ class FadeOptions(ColdOptions):
     towards: Literal["mean", "black"] = "mean"  # the constant level: each image's mean, or -1
     schedule: Literal["linear", "cosine"] = "cosine"
     prior_noise: float = 0.1
-    noise: float = 0.5  # noise growing to 0.5 at T: what makes fade generate (the paper-like fade is `paper-fade`)
+    noise: float = 1.0  # noise growing to std 1 at T, and x̂0 learnt with a squared error: what makes fade
+    loss: Literal["l1", "l2"] = "l2"  # generate every digit (the sweep); the paper-like fade is `paper-fade`
 
 
 class Fade(ColdDegradation):
