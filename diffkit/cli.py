@@ -24,6 +24,19 @@ def table_console():
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
+def data_root_option(command):
+    """--data-root, shared by every command that reads a dataset."""
+    return click.option("--data-root", type=click.Path(),
+                        help="Dataset folder [default: $DIFFKIT_DATA, else torchvision's download].")(command)
+
+
+def config_default(name):
+    """' [default: X]' for a RunConfig field, as --help shows it: what a run gets unless a preset or --config sets it."""
+    from diffkit.config import RunConfig
+
+    return f" [default: {RunConfig.__dataclass_fields__[name].default}, unless --preset/--config sets it]"
+
+
 def device_options(precision_default="fp32", precision_help="Autocast precision of network calls."):
     """--device and --precision, shared by every command that runs a network."""
     def decorate(command):
@@ -35,14 +48,16 @@ def device_options(precision_default="fp32", precision_help="Autocast precision 
 
 
 class PluginGroup(click.Group):
-    """A click group that lets plugins add their commands (register_commands) on first use."""
+    """A click group that lets plugins add their commands (register_commands) on first use, and again if
+    the plugin manager is rebuilt (as tests do with another DIFFKIT_PLUGINS)."""
 
-    _plugins_added = False
+    _commands_from = None  # the plugin manager whose commands were added
 
     def _add_plugin_commands(self):
-        if not self._plugins_added:
-            self._plugins_added = True
-            manager().hook.register_commands(cli=self)
+        pm = manager()
+        if self._commands_from is not pm:
+            self._commands_from = pm
+            pm.hook.register_commands(cli=self)
 
     def list_commands(self, ctx):
         self._add_plugin_commands()
@@ -60,22 +75,25 @@ def cli():
 
 
 @cli.command()
-@click.option("-d", "--degradation", help="Degradation (forward process) name, e.g. gaussian.")
-@click.option("--network", help="Restoration network name, e.g. unet or cnn.")
-@click.option("--sampler", help="Default sampler recorded for `diffkit sample`.")
+@click.option("-d", "--degradation", help="Degradation (forward process) name; `diffkit list` shows them."
+              + config_default("degradation"))
+@click.option("--network", help="Restoration network name, e.g. unet or cnn." + config_default("network"))
+@click.option("--sampler", help="Default sampler recorded for `diffkit sample` [default: the degradation's].")
 @click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Component option; prefix degradation./network./sampler. when ambiguous.")
 @click.option("--preset", help=f"Start from a preset: {', '.join(PRESETS)}.")
 @click.option("--config", "config_file", type=click.Path(), help="A TOML file of run settings (the keys of a "
               "compare [[models]] entry, or `diffkit config show` output); flags override it.")
-@click.option("--steps", type=int, help="Optimizer steps in total.")
-@click.option("--batch-size", type=int, help="Global batch size (split over torchrun's processes).")
-@click.option("--lr", type=float, help="Adam learning rate.")
-@click.option("--ema-decay", type=float)
-@click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end).")
-@click.option("--seed", type=int)
-@click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)))
-@click.option("--data-root", type=click.Path(), help="Dataset folder (default: $DIFFKIT_DATA, else download).")
+@click.option("--steps", type=int, help="Optimizer steps in total." + config_default("steps"))
+@click.option("--batch-size", type=int, help="Global batch size (split over torchrun's processes)."
+              + config_default("batch_size"))
+@click.option("--lr", type=float, help="Adam learning rate." + config_default("lr"))
+@click.option("--ema-decay", type=float, help="Decay of the weights' moving average." + config_default("ema_decay"))
+@click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end)."
+              + config_default("checkpoint_every"))
+@click.option("--seed", type=int, help="Seed of initialisation, batches and noise." + config_default("seed"))
+@click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), help=config_default("dataset").strip())
+@data_root_option
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @device_options(None, "Autocast precision of network calls; default: the run's own when resuming, else auto "
@@ -121,13 +139,13 @@ def read_run_file(path):
 @click.argument("run_dir", type=click.Path())
 @click.option("-n", "count", type=int, default=64, show_default=True, help="Number of images.")
 @click.option("--sampler", help="Sampler name (default: the run's).")
-@click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Sampler option.")
+@click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Sampler option [default: the run's when its sampler is used].")
 @click.option("--steps", type=int, help="Sampling steps (default: the run's, else the sampler's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(), help="Output .npz (images: uint8 N×H×W).")
-@click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images.")
-@click.option("--trajectory", type=click.Path(), help="Also write the reverse path x_T -> x_0 of 8 samples as PNG.")
+@click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images [default: none].")
+@click.option("--trajectory", type=click.Path(), help="Also write the reverse path x_T -> x_0 of 8 samples as PNG [default: none].")
 @device_options()
 def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory, device, precision):
     """Sample images from a trained run (EMA weights, prior draws only; torchrun splits the batches)."""
@@ -163,13 +181,13 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
 
 @cli.command()
 @click.option("-d", "--degradation", required=True, help="Degradation name.")
-@click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Degradation option.")
+@click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Degradation option [default: the degradation's; see `diffkit list`].")
 @click.option("--grid", required=True, type=click.Path(), help="PNG: one row per image, x_0 ... x_T left to right.")
 @click.option("-n", "count", type=int, default=8, show_default=True, help="Real digits to degrade.")
 @click.option("--frames", type=int, default=11, show_default=True, help="Columns from t = 0 to t = T.")
 @click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), default="mnist", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-root", type=click.Path())
+@data_root_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_root, device):
     """Show the forward process D(x0, t) on real test digits."""

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from diffkit import distributed
 from diffkit.atomic import check_writable, write_text
-from diffkit.cli import device_options, table_console
+from diffkit.cli import data_root_option, device_options, table_console
 from diffkit.errors import DiffkitError
 
 console = Console(stderr=True, quiet=not distributed.is_main())
@@ -20,13 +20,14 @@ def evaluate_command(cli):
     @cli.command()
     @click.argument("source", type=click.Path())
     @click.option("--ref", "split", default="test", show_default=True, help="Reference split (held-out test by default).")
-    @click.option("-n", "count", type=int, help="Use the first N samples (run directory: sample N, default 10,000).")
-    @click.option("--sampler", help="Sampler, when SOURCE is a run directory.")
-    @click.option("--steps", type=int, help="Sampling steps, when SOURCE is a run directory.")
+    @click.option("-n", "count", type=int, help="Use the first N samples (run directory: sample N) [default: all; 10,000 from a run].")
+    @click.option("--sampler", help="Sampler, when SOURCE is a run directory [default: the run's].")
+    @click.option("--steps", type=int, help="Sampling steps, when SOURCE is a run directory [default: the run's, "
+                  "else the sampler's].")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--dataset", default="mnist", show_default=True)
-    @click.option("--data-root", type=click.Path())
-    @click.option("--json", "json_out", type=click.Path(), help="Also write the scorecard as JSON.")
+    @data_root_option
+    @click.option("--json", "json_out", type=click.Path(), help="Also write the scorecard as JSON [default: none].")
     @device_options()
     def evaluate(source, split, count, sampler, steps, seed, dataset, data_root, json_out, device, precision):
         """Score SOURCE (a samples .npz or a run directory) against real held-out images."""
@@ -62,7 +63,7 @@ def compare_command(cli):
     @cli.command()
     @click.argument("config", type=click.Path())
     @click.option("--out", "out_dir", required=True, type=click.Path(), help="Report directory (runs and samples are kept there).")
-    @click.option("--data-root", type=click.Path())
+    @data_root_option
     @click.option("--device", help="auto, cpu, cuda, cuda:N or mps (default: [compare] device, else auto).")
     def compare(config, out_dir, data_root, device):
         """Train, sample and score every model × sampler in CONFIG.toml; write a report to --out.
@@ -87,11 +88,11 @@ def restore_command(cli):
     @click.option("--split", default="test", show_default=True, help="Real images to degrade and restore.")
     @click.option("-n", "count", type=int, default=10_000, show_default=True)
     @click.option("--sampler", help="Sampler for the 'sampled' restoration (default: the run's).")
-    @click.option("--steps", type=int)
+    @click.option("--steps", type=int, help="Steps of the sampled restoration [default: the run's, else the sampler's].")
     @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--data-root", type=click.Path())
-    @click.option("--json", "json_out", type=click.Path())
-    @click.option("--grid", type=click.Path(), help="PNG: rows of originals, degraded, direct, sampled.")
+    @data_root_option
+    @click.option("--json", "json_out", type=click.Path(), help="Also write the figures as JSON [default: none].")
+    @click.option("--grid", type=click.Path(), help="PNG: rows of originals, degraded, direct, sampled [default: none].")
     @device_options()
     def restore(run_dir, split, count, sampler, steps, seed, data_root, json_out, grid, device, precision):
         """Restore degraded REAL images (not generation): RMSE, SSIM and FID of direct and sampled restoration."""

@@ -2,18 +2,20 @@
 euler, heun and dpm++2m (which also serve flow matching)."""
 
 from diffkit import hookimpl
-from diffkit_gaussian.diffusion import GaussianDiffusion
-from diffkit_gaussian.samplers import DDIMSampler, DDPMSampler
-from diffkit_gaussian.solvers import DPMSolverPP2M, EulerSampler, HeunSampler
 
 
 @hookimpl
 def register_degradations(register):
+    from diffkit_gaussian.diffusion import GaussianDiffusion
+
     register(GaussianDiffusion, name="gaussian")
 
 
 @hookimpl
 def register_samplers(register):
+    from diffkit_gaussian.samplers import DDIMSampler, DDPMSampler
+    from diffkit_gaussian.solvers import DPMSolverPP2M, EulerSampler, HeunSampler
+
     register(DDPMSampler, name="ddpm")
     register(DDIMSampler, name="ddim")
     register(EulerSampler, name="euler")
