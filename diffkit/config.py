@@ -148,7 +148,8 @@ PRESETS = {
     # own defaults are the settings that generate.
     "paper-blur": paper("blur", T=20, kernel_size=11, sigma=7.0, schedule="constant", prior_resolution=1,
                         prior_features="pool", prior_components=10, prior_noise=0.05, noise=0.0),
-    "paper-mask": paper("mask", T=50, centre="fixed", spread=1.0, prior_resolution=1, prior_noise=0.1, noise=0.0),
+    "paper-mask": paper("mask", T=50, centre="fixed", spread=1.0, strength=1.0, prior_resolution=1, prior_noise=0.1,
+                        noise=0.0),
     "paper-pixelate": paper("pixelate", T=5, factor=2.0, prior_resolution=1, prior_components=10, prior_noise=0.05,
                             noise=0.0),
     "paper-fade": paper("fade", T=20, towards="mean", schedule="cosine", prior_resolution=1, prior_noise=0.1,

@@ -79,11 +79,11 @@ class MaskOptions(ColdOptions):
     T: int = 50
     centre: Literal["fixed", "random"] = "fixed"
     spread: float = helped(1.0, "the hole's radius at step i is spread·i·size/T")
-    strength: float = helped(1.0, "share of a pixel each step's hole removes at its centre (1: a hard hole)")
+    strength: float = helped(0.2, "share of a pixel each step's hole removes at its centre (1: the paper's hard hole)")
     fill: float = helped(-1.0, "value the hole shows (-1: MNIST's black background)")
     prior_noise: float = 0.1
-    noise: float = 1.0  # noise growing to std 1 at T and a squared-error x̂0: the sweep's best mask (class
-    loss: Literal["l1", "l2"] = "l2"  # entropy 2.23); the paper's noiseless mask is `paper-mask`
+    noise: float = 1.0  # a soft hole, noise growing to std 1 at T and a squared-error x̂0: the sweep's best
+    loss: Literal["l1", "l2"] = "l2"  # mask (FID 51, entropy 2.25); the paper's hard, noiseless mask is `paper-mask`
 
     def __post_init__(self):
         super().__post_init__()
