@@ -42,6 +42,7 @@ class Degradation:
     description = ""
     default_sampler = "cold"
     default_sampler_options = {}  # options of the default sampler when a config names no sampler
+    x0_loss = "l1"  # the default training loss on x̂0: "l1" (Cold Diffusion's, learns the median) or "l2" (the mean)
 
     def __init__(self, options=None):
         self.options = options if options is not None else self.Options()
@@ -87,9 +88,11 @@ class Degradation:
         shape. The trainer draws t, noise and params for the whole global batch from the step's
         generator and hands each process its slice, so these must not draw anything themselves.
 
-        Default: L1 between x0 and the network's x0 estimate from x_t = D(x0, t; noise)."""
+        Default: the mean absolute (x0_loss "l1") or squared ("l2") error of the network's x0 estimate from
+        x_t = D(x0, t; noise). With noise in D, sampling needs x̂0 to be the mean: use "l2"."""
         x_t = self.degrade(x0, t, noise=noise, params=params)
-        return (self.predict_x0(network, x_t, t) - x0).abs().flatten(1).mean(1)
+        error = self.predict_x0(network, x_t, t) - x0
+        return (error.abs() if self.x0_loss == "l1" else error.square()).flatten(1).mean(1)
 
     def predict_x0(self, network, x_t, t):
         """x̂0 = R(x_t, t), from whatever the network predicts."""

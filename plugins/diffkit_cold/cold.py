@@ -50,12 +50,11 @@ class ColdDegradation(Degradation):
     def noise_std(self, t):
         return self.options.noise * t.float() / self.T
 
-    def training_losses(self, network, x0, t, noise, params=None):
-        """The base class's L1 on x̂0, or its square: with noise in D, an L1-trained x̂0 is the median digit
-        (a thin stroke, a "1") where x_t is noisiest, and the samples crowd onto 1s and 7s."""
-        x_t = self.degrade(x0, t, noise=noise, params=params)
-        error = self.predict_x0(network, x_t, t) - x0
-        return (error.abs() if self.options.loss == "l1" else error.square()).flatten(1).mean(1)
+    @property
+    def x0_loss(self):
+        """The `loss` option: with noise in D, an L1-trained x̂0 is the median digit (a thin stroke, a "1") where
+        x_t is noisiest, and the samples crowd onto 1s and 7s."""
+        return self.options.loss
 
     def _at_T(self, x):
         return self.degrade_mean(x, torch.full((len(x),), self.T, dtype=torch.long, device=x.device))

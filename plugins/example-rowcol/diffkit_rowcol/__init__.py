@@ -41,6 +41,7 @@ class RowColOptions:
 class RowColAverage(Degradation):
     Options = RowColOptions
     description = "average rows (or columns) one at a time in a fixed random order (example plugin)"
+    x0_loss = "l2"  # squared error on x̂0, since D adds noise
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -64,10 +65,6 @@ class RowColAverage(Degradation):
 
     def noise_std(self, t):
         return self.options.noise * t.float() / self.T
-
-    def training_losses(self, network, x0, t, noise, params=None):
-        x_t = self.degrade(x0, t, noise=noise, params=params)
-        return (self.predict_x0(network, x_t, t) - x0).square().flatten(1).mean(1)
 
     def fit_prior(self, images, generator=None):
         self.prior = fit_mixture(images.mean(dim=self._line_dim()).flatten(1), self.options.components, generator)
