@@ -45,7 +45,7 @@ def main():
     for name in args.models or report["models"]:
         start = time.perf_counter()
         result, info = restore(Run.load(args.report / "runs" / name), evaluator, args.n)
-        cells = [" / ".join(f"{result[kind][metric]['value']:.{digits}f}" for kind in ("degraded", "direct", "sampled"))
+        cells = [" / ".join(f"{result[kind][metric].value:.{digits}f}" for kind in ("degraded", "direct", "sampled"))
                  for metric, digits in (("rmse", 3), ("ssim", 3), ("fid", 1))]
         print(f"| {name} | {info['sampler']}-{info['steps']} | {' | '.join(cells)} | {time.perf_counter() - start:.0f} |",
               flush=True)

@@ -46,9 +46,9 @@ def main():
         seconds = time.perf_counter() - start
         m = diffkit.evaluate(samples, device="cpu")["metrics"]
         print(json.dumps({"run": args.run_dir, "options": changes, "sampler": spec, "steps": samples.meta["steps"],
-                          "fid": round(m["fid"]["value"], 1), "fid_se": round(m["fid"]["std"], 1),
-                          "class_entropy": round(m["class_entropy"]["value"], 3),
-                          "precision": round(m["precision"]["value"], 3), "recall": round(m["recall"]["value"], 3),
+                          "fid": round(m["fid"].value, 1), "fid_se": round(m["fid"].std, 1),
+                          "class_entropy": round(m["class_entropy"].value, 3),
+                          "precision": round(m["precision"].value, 3), "recall": round(m["recall"].value, 3),
                           "class_histogram": m["class_histogram"], "sample_s": round(seconds, 1)}), flush=True)
 
 

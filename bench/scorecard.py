@@ -34,7 +34,7 @@ def main():
         tick = time.perf_counter()
         metrics = evaluator.score(images)["metrics"]
         seconds = time.perf_counter() - tick
-        cells = "".join(f"{metrics[k]['value']:>9.4g}±{metrics[k]['std']:<6.2g}" for k in SHOWN)
+        cells = "".join(f"{metrics[k].value:>9.4g}±{metrics[k].std:<6.2g}" for k in SHOWN)
         print(f"{name:28}{cells}{seconds:>9.1f}")
 
 

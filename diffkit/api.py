@@ -3,7 +3,7 @@
     import diffkit
     run = diffkit.train("runs/ddpm", preset="quick", steps=200)     # or diffkit.load("runs/ddpm")
     samples = run.sample(1000, seed=0)                               # Samples: .images uint8, .meta
-    scores = diffkit.evaluate(samples)                               # the scorecard as a dict
+    scores = diffkit.evaluate(samples)                               # scores["metrics"]["fid"].value, .std, .n
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def load(run_dir: str | Path, device: str = "auto", precision: str = "fp32") -> 
 def evaluate(samples: Samples | torch.Tensor | str | Path, *, reference: str = "test", dataset: str | None = None,
              n: int | None = None, seed: int = 0, data_root: str | Path | None = None, device: str = "auto",
              console=None) -> dict:
-    """The scorecard (FID, KID, precision/recall, density/coverage, class scores, memorisation, each with
-    its N and uncertainty) of samples against a real split: a `Samples`, uint8 images (N, 1, H, W) or a
+    """The scorecard (FID in two feature spaces, KID, precision/recall, density/coverage, Vendi, class scores,
+    memorisation and authenticity, each an `Estimate` with .value, .std and .n) of samples against a real split: a `Samples`, uint8 images (N, 1, H, W) or a
     samples .npz path. Needs the evaluation plugin (diffkit_eval), installed with diffkit."""
     try:
         from diffkit_eval.evaluate import Evaluator

@@ -7,6 +7,7 @@ before its successor is complete and durable. A step that is already saved is no
 `latest` is ever broken, loading falls back to the newest complete checkpoint and says so.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,14 @@ def save_checkpoint(run_dir, step, tensors, state):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def tensors_sha256(tensors):
+    """One hash of named tensors (weights, a fitted prior), independent of their device and of dict order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _named_by_latest(folder):

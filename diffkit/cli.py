@@ -171,9 +171,8 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
         if grid:
             save_grid(grid, samples.images[:100])
         if trajectory:
-            path = samples.trajectory
-            frames = path[:: max(1, len(path) // 10)][:10] + [path[-1]]
-            save_grid(trajectory, torch.stack(frames, dim=1).flatten(0, 1), nrow=len(frames))
+            images, frames = samples.path_grid()
+            save_grid(trajectory, images, nrow=frames)
     meta = samples.meta
     console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps, {meta['nfe']} NFE, "
                   f"{meta['device']}) -> {escape(str(out))}")
@@ -245,9 +244,9 @@ def runs_command(folder, as_json):
     if metrics.is_file():
         try:
             for row in json.loads(metrics.read_text()).get("rows", []):
-                best = scores.get(row["model"])
-                if best is None or row["fid"] < best["fid"]:
-                    scores[row["model"]] = row
+                for run, fid in zip(row.get("runs", [row["model"]]), row.get("fid_seeds", [row["fid"]])):
+                    if run not in scores or fid < scores[run]["fid"]:
+                        scores[run] = {"fid": fid, "label": row.get("label")}
         except (ValueError, KeyError, TypeError, AttributeError):
             console.print(f"[yellow]Warning: {escape(str(metrics))} is not a diffkit report; its scores are left out")
     found = []

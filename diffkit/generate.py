@@ -29,6 +29,12 @@ class Samples:
     def save(self, path):
         save_samples(path, self.images, self.meta)
 
+    def path_grid(self, count=10):
+        """(images, frames per row) for `save_grid`: each traced sample's row of about `count` frames, x_T to x_0."""
+        path = self.trajectory
+        frames = path[:: max(1, len(path) // count)][:count] + [path[-1]]
+        return torch.stack(frames, dim=1).flatten(0, 1), len(frames)
+
 
 def _sample_batch(run, plan, index, size, shape, seed, trajectory_count, on_step):
     generator = run.generator(seed, index)
@@ -78,7 +84,7 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
         "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
         "steps": plan.steps, "nfe": plan.nfe,
         "device": str(run.device), "precision": run.precision, "world_size": distributed.world_size(),
-        "training_step": run.step, "config": run.config.to_dict(),
+        "training_step": run.step, "weights_sha256": run.weights_sha256, "config": run.config.to_dict(),
         "versions": run.versions(plan.component),
     }
     return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, trajectory)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__, draws
-from diffkit.checkpoint import load_checkpoint, split_prefix
+from diffkit.checkpoint import load_checkpoint, split_prefix, tensors_sha256
 from diffkit.config import RunConfig, merge, preset as load_preset
 from diffkit.device import Precise, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError
@@ -127,6 +127,7 @@ class Run:
         self.config = config
         (self._d_component, self.degradation), (self._n_component, self.network), _ = _components(config)
         self.step, self.state, self.run_dir = 0, {}, None
+        self.weights_sha256 = None  # of the loaded EMA weights and prior: what decides a seed's samples
         self.device = resolve_device(str(device))
         self.precision = resolve_precision(precision, self.device)
         self.network.to(self.device)
@@ -152,8 +153,11 @@ class Run:
         except RuntimeError as exc:
             raise DiffkitError(f"checkpoint in {run_dir} does not match its network: {str(exc).splitlines()[0]}") from None
         run.network.eval()
-        run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+        prior = split_prefix(tensors, "prior")
+        run.degradation.load_prior_state(prior)
         run.step, run.state, run.run_dir = state["step"], state, Path(run_dir)
+        run.weights_sha256 = tensors_sha256({**{f"ema.{k}": v for k, v in ema.items()},
+                                             **{f"prior.{k}": v for k, v in prior.items()}})
         return run
 
     @property

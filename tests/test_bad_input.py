@@ -92,6 +92,8 @@ def world(tmp_path_factory):
                        "good.toml": toml(), "sampler-steps-str.toml": toml(samplers='[{ name = "ddim", steps = "2" }]'),
                        "seed-huge.toml": toml(compare="seed = 99999999999"), "lr-nan.toml": toml() + "lr = nan\n",
                        "device.toml": toml(compare='device = "tpu"'),
+                       "seeds-str.toml": toml(compare='seeds = "0,1"'), "seeds-twice.toml": toml(compare="seeds = [1, 1]"),
+                       "seeds-clash.toml": toml(compare="seeds = [0, 1]") + '\n[[models]]\nname = "m-seed1"\ndegradation = "gaussian"\n',
                        "cold-on-gauss.toml": toml(samplers='[{ name = "cold-naive", steps = 2 }, { name = "direct", options = { x = 1 } }]')}.items():
         (root / name).write_text(text)
     return root
@@ -208,6 +210,9 @@ CASES = [
     (["compare", "{world}/bad-option.toml", "--out", "{new}/rep"], "option eta='x': expected float"),
     (["compare", "{world}/cold-on-gauss.toml", "--out", "{new}/rep"], "unknown option 'x' for sampler 'direct'"),
     (["compare", "{world}/device.toml", "--out", "{new}/rep"], "unknown device 'tpu'"),
+    (["compare", "{world}/seeds-str.toml", "--out", "{new}/rep"], "seeds must be a list of distinct integers"),
+    (["compare", "{world}/seeds-twice.toml", "--out", "{new}/rep"], "seeds must be a list of distinct integers"),
+    (["compare", "{world}/seeds-clash.toml", "--out", "{new}/rep"], "run name 'm-seed1' is used twice"),
     (["compare", "{world}/good.toml", "--out", "{world}/afile"], "is a file"),
     # restore
     (["restore", "{world}/cold", "-n", "10", "--steps", "999"], "--steps must be between 1 and T=3, got 999"),
@@ -260,7 +265,7 @@ def test_an_unexpected_error_is_one_line_that_says_how_to_see_the_traceback(monk
 
 
 def test_a_corrupt_reference_cache_is_rebuilt(world, capsys):
-    from diffkit_eval.classifier import cache_dir
+    from diffkit_eval.netcache import cache_dir
 
     reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"), None)
     if reference is None:  # first evaluation in this cache: make it

@@ -1,13 +1,19 @@
 import json
+import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from click.testing import CliRunner
+
 from diffkit.data import load_images, to_model_range, to_uint8
+from diffkit.generate import load_samples
 from diffkit_cold.degradations import Blur, BlurOptions
 from diffkit_eval.evaluate import Evaluator
+from diffkit_eval.metrics import Estimate
 
 from conftest import invoke
 
@@ -23,7 +29,7 @@ def test_images():
 
 
 def score(evaluator, images):
-    return {k: v["value"] if isinstance(v, dict) else v for k, v in evaluator.score(images)["metrics"].items()}
+    return {k: v.value if isinstance(v, Estimate) else v for k, v in evaluator.score(images)["metrics"].items()}
 
 
 def test_classifier_is_accurate_and_named_after_its_weights(evaluator):
@@ -70,8 +76,8 @@ def test_precision_and_recall_match_torch_fidelity():
     gen, ref = torch.randn(300, 8, generator=g), torch.randn(400, 8, generator=g) * 1.3
     ours = neighbourhood_metrics(gen, ref, kth_radius(ref, PR_K), kth_radius(ref, DC_K))
     theirs = prc_features_to_metric(gen, ref, prc_neighborhood=PR_K, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-    assert ours["precision"]["value"] == pytest.approx(theirs["precision"], abs=1e-6)
-    assert ours["recall"]["value"] == pytest.approx(theirs["recall"], abs=1e-6)
+    assert ours["precision"].value == pytest.approx(theirs["precision"], abs=1e-6)
+    assert ours["recall"].value == pytest.approx(theirs["recall"], abs=1e-6)
 
 
 def test_a_collapsed_set_has_low_recall_entropy_and_coverage(evaluator, test_images):
@@ -85,8 +91,8 @@ def test_a_collapsed_set_has_low_recall_entropy_and_coverage(evaluator, test_ima
 def test_every_figure_carries_n_and_an_uncertainty(evaluator, test_images):
     metrics = evaluator.score(test_images[:500])["metrics"]
     for key, entry in metrics.items():
-        if isinstance(entry, dict) and "value" in entry:
-            assert entry["n"] == 500 and entry["std"] >= 0, key
+        if isinstance(entry, Estimate):
+            assert entry.n == 500 and entry.std >= 0, key
 
 
 def write_npz(path, **arrays):
@@ -125,6 +131,7 @@ seed = 1
 
 [[models]]
 name = "ddpm"
+seeds = [0, 1]
 degradation = "gaussian"
 network = "cnn"
 steps = 3
@@ -145,33 +152,138 @@ samplers = [{ name = "cold" }, { name = "direct" }]
 """
 
 
-def test_compare_writes_every_file_with_one_row_per_pair(runner, tmp_path):
-    config = tmp_path / "tiny.toml"
+class Links(HTMLParser):
+    """Every <img src> and <a href> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.targets.append(attrs["src"])
+        elif tag == "a" and "href" in attrs:
+            self.targets.append(attrs["href"])
+
+
+def links_of(page):
+    parser = Links()
+    parser.feed(page.read_text())
+    return parser.targets
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """The tiny comparison, run once for the tests that read its report."""
+    folder = tmp_path_factory.mktemp("compare")
+    config = folder / "tiny.toml"
     config.write_text(TINY_CONFIG)
-    out = tmp_path / "report"
-    result = invoke(runner, "compare", config, "--out", out)
+    out = folder / "report"
+    result = invoke(CliRunner(), "compare", config, "--out", out)
     assert result.exit_code == 0, result.output
+    return config, out
+
+
+def test_compare_writes_every_file_with_one_row_per_pair(runner, compared):
+    config, out = compared
     for name in ["report.html", "report.md", "metrics.json", "metrics.csv", "figures/loss.png",
-                 "figures/class-histograms.png", "figures/metrics-vs-steps.png",
-                 "figures/grid-ddpm__ddim-2.png", "figures/best-worst-blur__direct-1.png"]:
+                 "figures/class-histograms.png", "figures/metrics-vs-steps.png", "figures/sample-size.png",
+                 "figures/grid-ddpm__ddim-2.png", "figures/best-worst-blur__direct-1.png",
+                 "pairs/ddpm__ddim-2.html", "pairs/blur__cold-4.html", "samples/ddpm-seed1__ddim-5-path.png"]:
         assert (out / name).stat().st_size > 0, name
-    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    record = json.loads((out / "metrics.json").read_text())
+    rows = record["rows"]
     assert [(r["model"], r["sampler"], r["steps"]) for r in rows] == [
-        ("ddpm", "ddim", 2), ("ddpm", "ddim", 5), ("blur", "cold", 4), ("blur", "direct", 1)]
-    assert all(r["n"] == 40 and r["training_images"] == 24 for r in rows)
-    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 5
-    assert len(json.loads((out / "metrics.json").read_text())["fid_matrix"]) == 4
+        ("ddpm", "ddim", 2), ("ddpm", "ddim", 5), ("blur", "cold", 4), ("blur", "direct", 1), ("floor", "-", 0),
+        ("copy", "-", 0)]
+    pairs = [r for r in rows if not r["reference_row"]]
+    assert all(r["n"] == 40 and r["training_images"] == 24 for r in pairs)
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 7
+    assert len(record["fid_matrix"]) == 6  # one per (pair, training seed): ddpm has two seeds
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "within" in html
+    assert "<table>" in html and "within" in html and "Kendall" in html
     runs = {Path(r["run"]).name: r for r in json.loads(invoke(runner, "runs", out, "--json").output)}
-    assert set(runs) == {"ddpm", "blur"} and runs["ddpm"]["step"] == 3
-    assert runs["blur"]["best_fid"] == min(r["fid"] for r in rows if r["model"] == "blur")
+    assert set(runs) == {"ddpm", "ddpm-seed1", "blur"} and runs["ddpm"]["step"] == 3
+    assert runs["blur"]["best_fid"] == min(r["fid"] for r in pairs if r["model"] == "blur")
     again = invoke(runner, "compare", config, "--out", out)  # everything is reused, nothing retrained
     assert again.exit_code == 0 and "reusing" in again.output and "training ddpm" not in again.output
 
 
+def test_training_seeds_give_a_spread_and_a_verdict_over_seeds(compared):
+    _, out = compared
+    record = json.loads((out / "metrics.json").read_text())
+    ddpm, blur = record["rows"][0], record["rows"][2]
+    assert ddpm["seeds"] == [0, 1] and ddpm["runs"] == ["ddpm", "ddpm-seed1"] and len(ddpm["fid_seeds"]) == 2
+    assert ddpm["fid"] == pytest.approx(np.mean(ddpm["fid_seeds"]))
+    assert ddpm["fid_seed_std"] == pytest.approx(np.std(ddpm["fid_seeds"], ddof=1))
+    assert blur["seeds"] == [0] and blur["fid_seed_std"] is None
+    # the two seeds were trained apart: different weights, so different samples
+    first, second = (load_samples(out / "samples" / f"{run}__ddim-2.npz")[1] for run in ddpm["runs"])
+    assert first["weights_sha256"] != second["weights_sha256"] and first["config"]["seed"] != second["config"]["seed"]
+    verdicts = record["verdicts"]
+    assert verdicts[0][0] is None and verdicts[0][1][2] == "Welch t over seeds"  # ddpm against ddpm: both seeded
+    assert verdicts[0][2][2] == "z over samples"  # blur has one seed
+    assert {v[0] for row in verdicts for v in row if v} <= {"better", "worse", "~"}
+
+
+def test_reference_rows_show_the_floor_and_catch_the_copy(compared):
+    _, out = compared
+    rows = {r["model"]: r for r in json.loads((out / "metrics.json").read_text())["rows"]}
+    floor, copy, pair = rows["floor"], rows["copy"], rows["blur"]
+    assert floor["n"] == copy["n"] == 40
+    assert copy["nn_distance_ratio"] < 0.2 and copy["authenticity"] == 0 and copy["near_copies"] == 1
+    assert pair["nn_distance_ratio"] > 0.5 and pair["authenticity"] > 0.5
+    assert floor["fid"] < pair["fid"] and pair["floor_ratio"] == pytest.approx(pair["fid"] / floor["fid"])
+    assert sorted(int(n) for n in floor["curve"]) == [20, 40] and floor["fid_infinity"] is not None
+
+
+def test_every_image_and_link_of_the_report_resolves_inside_its_folder(compared):
+    _, out = compared
+    pages = [out / "report.html", *sorted((out / "pairs").glob("*.html"))]
+    assert len(pages) == 5
+    for page in pages:
+        targets = links_of(page)
+        assert targets, page
+        for target in targets:
+            assert "://" not in target and not target.startswith("/"), (page, target)
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_file() and out.resolve() in resolved.parents, (page, target)
+    pair_page = (out / "pairs" / "ddpm__ddim-2.html").read_text()
+    assert "weights_sha256" in pair_page and "training seed 1" in pair_page and "torch" in pair_page
+
+
+def test_a_markdown_table_cell_may_hold_a_pipe():
+    from diffkit_eval.pages import table
+    from diffkit_eval.report import html_page
+
+    page = html_page("\n".join(table(["a", "b"], [["x | y", "<b>raw</b>"]])), "t")
+    assert page.count("<td>") == 2 and "x | y" in page and "&lt;b&gt;raw&lt;/b&gt;" in page
+
+
+def test_samples_and_scores_are_recomputed_when_what_made_them_changes(runner, compared, tmp_path):
+    config, out = compared
+    report = tmp_path / "report"
+    shutil.copytree(out, report)
+    path = report / "samples" / "blur__cold-4.npz"
+    key = load_samples(path)[1]["cache_key"]
+    scores = set((report / "cache").glob("*.json"))
+    again = invoke(runner, "compare", config, "--out", report)
+    assert again.exit_code == 0 and load_samples(path)[1]["cache_key"] == key
+    assert set((report / "cache").glob("*.json")) == scores  # nothing new was scored
+    longer = tmp_path / "longer.toml"  # blur trains one step more: new weights, same file names
+    longer.write_text(TINY_CONFIG.replace("steps = 3\nbatch_size = 8\ndegradation_options = { T = 4 }",
+                                          "steps = 4\nbatch_size = 8\ndegradation_options = { T = 4 }"))
+    result = invoke(runner, "compare", longer, "--out", report)
+    assert result.exit_code == 0, result.output
+    images, meta = load_samples(path)
+    assert meta["training_step"] == 4 and meta["cache_key"] != key
+    new_scores = set((report / "cache").glob("*.json")) - scores
+    assert len(new_scores) == 2  # blur's two pairs, rescored; the DDPM's and the references are reused
+
+
 def test_evaluate_samples_a_run_directory_and_reuses_cached_reference(runner, tmp_path):
-    from diffkit_eval.classifier import cache_dir
+    from diffkit_eval.netcache import cache_dir
 
     run = tmp_path / "run"
     trained = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", "-o", "T=10", "-o", "hidden=4,4",
@@ -184,3 +296,33 @@ def test_evaluate_samples_a_run_directory_and_reuses_cached_reference(runner, tm
     record = json.loads((tmp_path / "m.json").read_text())
     assert record["n"] == 12 and record["samples"]["nfe"] == 3 and record["samples"]["run_dir"] == str(run)
     assert reference.stat().st_mtime_ns == before  # reference features were read, not recomputed
+
+
+def test_vendi_score_counts_distinct_directions():
+    from diffkit_eval.metrics import vendi_score
+
+    same = torch.ones(100, 8)
+    basis = torch.eye(8).repeat(25, 1)  # 8 orthogonal directions, equally often
+    assert vendi_score(same).value == pytest.approx(1.0, abs=1e-6)
+    assert vendi_score(basis).value == pytest.approx(8.0, rel=1e-6)
+
+
+def test_fid_infinity_is_the_intercept_in_one_over_n():
+    from diffkit_eval.metrics import Estimate, fid_infinity
+
+    curve = {n: {"fid": Estimate(3.0 + 2000 / n, 0.1, n)} for n in (500, 1000, 2000, 5000)}
+    assert fid_infinity(curve).value == pytest.approx(3.0)
+    assert fid_infinity(curve).std == pytest.approx(0.0, abs=1e-9)
+    assert fid_infinity({500: curve[500]}) is None
+
+
+def test_authenticity_catches_copies_and_passes_unseen_digits():
+    from diffkit_eval.metrics import memorisation, nearest_training
+
+    train, test = load_images("mnist", "train")[:2000], load_images("mnist", "test")[:500]
+    train_nn = nearest_training(train, train, exclude_self=True)[0]
+    test_nn = nearest_training(test, train)[0]
+    copies = memorisation(train[:500], train, test_nn, train_nn, 0.5)
+    unseen = memorisation(test, train, test_nn, train_nn, 0.5)
+    assert copies["authenticity"].value == 0 and copies["nn_distance_ratio"].value == 0
+    assert unseen["authenticity"].value > 0.4 and unseen["nn_distance_ratio"].value == pytest.approx(1.0)

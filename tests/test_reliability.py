@@ -228,5 +228,5 @@ def test_compare_pairs_that_differ_only_in_options_get_their_own_files(tmp_path)
                       'samplers = [{ name = "ddim", steps = 5 }, { name = "ddim", steps = 5, options = { eta = 1.0 } },'
                       ' { name = "ddim", steps = 5, options = { eta = 0.5 } }]\n')
     _, _, pairs = read_config(config)
-    slugs = [p.slug for p in pairs]
+    slugs = [p.slug() for p in pairs]
     assert len(set(slugs)) == 3 and slugs[0] == "m__ddim-5" and slugs[1].startswith("m__ddim-5-")

@@ -34,6 +34,7 @@ def evaluate_command(cli):
         from diffkit.generate import load_samples
         from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, scorecard_table
+        from diffkit_eval.metrics import plain
 
         if count is not None and not 1 <= count <= 1_000_000:
             raise DiffkitError(f"-n must be a positive integer up to 1,000,000, got {count}")
@@ -56,7 +57,7 @@ def evaluate_command(cli):
         result = evaluator.score(images, meta, seed)
         table_console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
         if json_out:
-            write_text(json_out, json.dumps(result, indent=2))
+            write_text(json_out, json.dumps(plain(result), indent=2))
 
 
 def compare_command(cli):
@@ -76,10 +77,10 @@ def compare_command(cli):
         comparison = run_comparison(config, out_dir, data_root, console, device)
         if comparison is None:  # not rank 0: its share of the work is done
             return
-        rows = write_report(comparison)
+        rows = [r for r in write_report(comparison) if not r["reference_row"]]
         best = min(rows, key=lambda r: r["fid"])
         console.print(f"[green]wrote[/] {escape(str(out_dir))}/report.html and report.md ({len(rows)} pairs; best FID "
-                      f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['model'])} / {best['sampler']}-{best['steps']})")
+                      f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['label'])})")
 
 
 def restore_command(cli):
@@ -102,7 +103,8 @@ def restore_command(cli):
         from diffkit.data import load_images
         from diffkit.images import save_grid
         from diffkit.run import Run
-        from diffkit_eval.evaluate import Evaluator, format_value
+        from diffkit_eval.evaluate import Evaluator
+        from diffkit_eval.metrics import plain
         from diffkit_eval.restore import restore as run_restore
 
         if not 10 <= count <= 1_000_000:
@@ -120,14 +122,14 @@ def restore_command(cli):
                       title=f"diffkit restore {escape(str(run_dir))}",
                       caption=f"N = {info['n']} {split} images degraded to t = T; sampled = {info['sampler']} × {info['steps']}")
         for kind, m in result.items():
-            table.add_row(kind, format_value(m["rmse"]), format_value(m["ssim"]), format_value(m["fid"]))
+            table.add_row(kind, str(m["rmse"]), str(m["ssim"]), str(m["fid"]))
         table_console().print(table)
         if grid:
             originals = load_images(run.config.dataset, split, data_root)[:8]
             save_grid(grid, torch.cat([originals] + [m["images"] for m in result.values()]), nrow=8)
         if json_out:
             record = {"info": info, **{k: {m: v for m, v in r.items() if m != "images"} for k, r in result.items()}}
-            write_text(json_out, json.dumps(record, indent=2))
+            write_text(json_out, json.dumps(plain(record), indent=2))
 
 
 def register(cli):

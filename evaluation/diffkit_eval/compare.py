@@ -5,18 +5,25 @@ Config (TOML):
     [compare]                      # all optional
     samples = 10000                # N per pair
     reference = "test"
-    seed = 0
+    seed = 0                       # the sampling seed, the same for every pair
+    seeds = [0, 1, 2]              # training seeds: each model is trained once per seed (default: its own seed)
     dataset = "mnist"
     device = "auto"                # where training, sampling and scoring run (--device overrides it)
 
     [[models]]
-    name = "ddpm"                  # the run lives in REPORT_DIR/runs/<name>
+    name = "ddpm"                  # the run lives in REPORT_DIR/runs/<name>, other seeds in <name>-seed<k>
     preset = "coursework"          # optional; any RunConfig key overrides it
+    seeds = [0, 1]                 # optional, this model's training seeds
     steps = 2000
     degradation_options = { T = 1000 }
     samplers = [{ name = "ddpm" }, { name = "ddim", steps = [10, 50], options = { eta = 0.0 } }]
+
+Nothing is recomputed that was made from the same inputs: samples are reused when a hash of the run's
+weights, the sampler, its options and steps, the seed, N and diffkit's version matches the one they were
+saved with; features and scores are cached under a hash of the images and of both feature spaces' weights.
 """
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,20 +31,30 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.markup import escape
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch_fidelity.metric_fid import fid_features_to_statistics
 
-from diffkit import distributed
+from diffkit import __version__, distributed
+from diffkit.atomic import atomic_path, write_text
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
+from diffkit.data import load_images
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.generate import load_samples, save_samples
+from diffkit.images import save_grid
 from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
 from diffkit.trainer import read_log, train
+from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, from_plain, plain, size_curve
 
-SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "dataset": "mnist", "device": "auto"}
-MODEL_KEYS = {"name", "preset", "samplers"}
+CURVE_SIZES = (500, 1000, 2000, 5000, 10_000)
+
+SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "dataset": "mnist", "device": "auto"}
+MODEL_KEYS = {"name", "preset", "samplers", "seeds"}
 SAMPLER_KEYS = {"name", "steps", "options"}
 
 
@@ -50,15 +67,26 @@ class Pair:
     steps: int
     options: dict = field(default_factory=dict)  # as written in the config; {} means the sampler's defaults
 
-    @property
-    def label(self):
-        return f"{self.model} / {self.sampler}-{self.steps}" + (f" {self.options}" if self.options else "")
+    runs: list = field(default_factory=list)  # (training seed, run name), one per seed
 
     @property
-    def slug(self):
-        """File-name stem, unique per pair: options, when given, add a hash of themselves."""
+    def options_text(self):
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+
+    @property
+    def label(self):
+        """How every table, figure and page names the pair."""
+        return f"{self.model} / {self.sampler}-{self.steps}" + (f" ({self.options_text})" if self.options else "")
+
+    def slug(self, run=None):
+        """File-name stem of the pair (of one seed's run, when given): options, when given, add a hash of themselves."""
         tag = hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()[:8] if self.options else ""
-        return f"{self.model}__{self.sampler}-{self.steps}" + (f"-{tag}" if tag else "")
+        return f"{run or self.model}__{self.sampler}-{self.steps}" + (f"-{tag}" if tag else "")
+
+
+def run_name(model, seed, own_seed):
+    """The run directory's name: the model's own seed keeps the model's name, so adding seeds reuses it."""
+    return model if seed == own_seed else f"{model}-seed{seed}"
 
 
 def _need(condition, message):
@@ -79,9 +107,17 @@ def _check_settings(path, settings):
     _need(settings["reference"] in ("test", "train"), f"{path}: reference must be \"test\" or \"train\"")
     _need(isinstance(settings["dataset"], str) and isinstance(settings["device"], str),
           f"{path}: dataset and device must be strings")
+    if settings["seeds"] is not None:
+        _check_seeds(path, "[compare]", settings["seeds"])
 
 
-def _pairs(path, name, entry, config):
+def _check_seeds(path, where, seeds):
+    _need(isinstance(seeds, list) and seeds and all(_is_int(s) and 0 <= s < 2**32 for s in seeds)
+          and len(set(seeds)) == len(seeds), f"{path}: {where} seeds must be a list of distinct integers in "
+          f"0..{2**32 - 1}, like seeds = [0, 1, 2]")
+
+
+def _pairs(path, name, entry, config, runs):
     """The model's pairs, each planned against a fresh build of its config: an unknown sampler, a bad option
     or too many steps fails here, before anything trains."""
     samplers = entry.get("samplers", [{}])
@@ -98,12 +134,13 @@ def _pairs(path, name, entry, config):
         for step in steps if isinstance(steps, list) else [steps]:
             _need(step is None or _is_int(step), f"{path}: model {name!r}: sampler steps must be integers, got {step!r}")
             plan = run.plan(sampler, dict(options) if options else None, step)
-            pairs.append(Pair(name, plan.name, plan.steps, dict(options)))
+            pairs.append(Pair(name, plan.name, plan.steps, dict(options), runs))
     return pairs
 
 
 def read_config(path):
-    """(settings, {model name: resolved RunConfig}, [Pair]) from a comparison TOML file, all checked."""
+    """(settings, {run name: resolved RunConfig}, [Pair]) from a comparison TOML file, all checked: one
+    run per model and training seed."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -116,7 +153,7 @@ def read_config(path):
     entries = raw.get("models", [])
     _need(isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries),
           f"{path}: no [[models]] to compare")
-    models, pairs = {}, []
+    models, runs, pairs = {}, {}, []
     for entry in entries:
         name = entry.get("name")
         _need(isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and len(name) <= 64,
@@ -130,13 +167,19 @@ def read_config(path):
             models[name] = resolve_config(RunConfig.from_dict(values))
         except DiffkitError as exc:
             raise DiffkitError(f"{path}: model {name!r}: {exc.message}") from None
-        pairs += _pairs(path, name, entry, models[name])
+        seeds = entry.get("seeds", settings["seeds"] or [models[name].seed])
+        _check_seeds(path, f"model {name!r}:", seeds)
+        named = [(seed, run_name(name, seed, models[name].seed)) for seed in seeds]
+        for seed, run in named:
+            _need(run not in runs, f"{path}: run name {run!r} is used twice; rename model {name!r}")
+            runs[run] = dataclasses.replace(models[name], seed=seed)
+        pairs += _pairs(path, name, entry, models[name], named)
     seen = {}
     for pair in pairs:
         key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True))
         _need(key not in seen, f"{path}: model {pair.model!r} lists {pair.sampler}-{pair.steps} twice with the same options")
         seen[key] = pair
-    return settings, models, pairs
+    return settings, runs, pairs
 
 
 NOT_TRAINING = ("steps", "checkpoint_every", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
@@ -167,57 +210,129 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
         train(config, run_dir, data_root=data_root, device=device, console=console)
 
 
+def sampling_key(run, plan, n, seed):
+    """A hash of everything that decides a pair's samples."""
+    request = {"weights": run.weights_sha256, "sampler": plan.name, "options": plan.sampler.options.__dict__,
+               "steps": plan.steps, "n": n, "seed": seed, "diffkit": __version__}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def ensure_sampled(pair, run_dir, path, n, seed, console, device):
-    """Samples of one pair, reused when the file already holds the same request. Under torchrun every
-    rank samples its share of the batches and rank 0 writes the file."""
+    """Samples of one pair from one run, reused when the file holds samples of the same `sampling_key`.
+    Under torchrun every rank samples its share of the batches and rank 0 writes the files; the reverse path
+    of the first samples is drawn beside them (PATH-path.png)."""
     run = Run.load(run_dir, device)
+    plan = run.plan(pair.sampler, dict(pair.options) or None, pair.steps)
+    key = sampling_key(run, plan, n, seed)
     if path.exists():
         images, meta = load_samples(path)
-        if (meta.get("n"), meta.get("seed"), meta.get("training_step")) == (n, seed, run.step) and \
-                meta.get("request") == [pair.sampler, pair.steps, pair.options]:
+        if meta.get("cache_key") == key and path_strip(path).exists():
             return images, meta
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
-    samples = run.sample(n, pair.sampler, pair.options or None, pair.steps, seed, console=console)
+    samples = run.sample(n, pair.sampler, pair.options or None, pair.steps, seed, trajectory=8, console=console)
     meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
-            "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen")}
+            "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen"),
+            "cache_key": key}
     if distributed.is_main():
+        strip, frames = samples.path_grid()
+        save_grid(path_strip(path), strip, nrow=frames)
         save_samples(path, samples.images, meta)
     return samples.images, meta
+
+
+def path_strip(samples_path):
+    return samples_path.with_name(samples_path.stem + "-path.png")
+
+
+def reference_rows(n, seed, dataset, data_root):
+    """The two ends of the scale, scored like any pair: the floor (real training images, a perfect generator
+    of the training distribution at this N) and a copying generator (training images with a little pixel
+    noise, so that the memorisation columns must catch near copies, not only identical ones)."""
+    train = load_images(dataset, "train", data_root)
+    g = torch.Generator().manual_seed(seed)
+    floor = train[torch.randperm(len(train), generator=g)[:n]]
+    copies = train[torch.randint(0, len(train), (n,), generator=g)]
+    noise = torch.randn(copies.shape, generator=g) * COPY_NOISE
+    copies = (copies.float() + noise).round().clamp(0, 255).to(torch.uint8)
+    return [(FLOOR, floor, {"n": len(floor), "what": f"{len(floor)} real training images"}),
+            (COPY, copies, {"n": n, "what": f"training images with pixel noise of std {COPY_NOISE} grey levels"})]
+
+
+FLOOR, COPY = "floor", "copy"
+COPY_NOISE = 4.0
+
+
+def curve_sizes(n):
+    """The sample sizes of a pair's FID-against-N curve: the usual ones below N, and N itself."""
+    return sorted({s for s in CURVE_SIZES if s < n} | {n, max(MIN_SAMPLES, n // 2)})
+
+
+def score_cached(evaluator, images, meta, seed, folder):
+    """(features, score, curve) of one image set, cached in `folder` under a hash of the images, both feature
+    spaces, the reference split, the seed and diffkit's version: change any of them and it is recomputed."""
+    key = hashlib.sha256(json.dumps({"images": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+                                     "spaces": evaluator.spaces, "reference": evaluator.split, "seed": seed,
+                                     "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
+    features_path, score_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    try:
+        features = {**load_file(features_path), "images": images}
+        cached = from_plain(json.loads(score_path.read_text()))
+        return features, {**cached["score"], "samples": meta}, {int(k): v for k, v in cached["curve"].items()}
+    except (OSError, ValueError, KeyError, SafetensorError):
+        pass
+    features = evaluator.features(images)
+    score = evaluator.score(images, meta, seed, features)
+    curve = size_curve(features["features"].double(), evaluator.reference, curve_sizes(len(images)), seed)
+    with atomic_path(features_path) as tmp:
+        save_file({k: v.contiguous() for k, v in features.items() if k != "images"}, tmp)
+    write_text(score_path, json.dumps(plain({"score": {k: v for k, v in score.items() if k != "samples"},
+                                             "curve": curve})))
+    return features, score, curve
 
 
 def run_comparison(config_path, out_dir, data_root=None, console=None, device=None):
     """Everything `diffkit compare` does; returns what the report needs (None on ranks other than 0,
     which only train and sample)."""
     from diffkit_eval.evaluate import Evaluator
-    from diffkit_eval.metrics import fid
 
-    settings, models, pairs = read_config(config_path)
+    settings, runs, pairs = read_config(config_path)
     settings["device"] = device = device or settings["device"]
     resolve_device(device)  # an unknown or absent device fails before anything trains
     out_dir = Path(out_dir)
-    for name, config in models.items():
+    for name, config in runs.items():
         ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
-    sampled = [(pair, *ensure_sampled(pair, out_dir / "runs" / pair.model, out_dir / "samples" / f"{pair.slug}.npz",
-                                      settings["samples"], settings["seed"], console, device)) for pair in pairs]
+    n, seed = settings["samples"], settings["seed"]
+    sampled = [(pair, train_seed, run, *ensure_sampled(pair, out_dir / "runs" / run,
+                                                       out_dir / "samples" / f"{pair.slug(run)}.npz", n, seed,
+                                                       console, device))
+               for pair in pairs for train_seed, run in pair.runs]
     if not distributed.is_main():
         return None
     evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console, device)
+    cache = out_dir / "cache"
     results = []
-    for pair, images, meta in sampled:
-        features = evaluator.features(images)
-        score = evaluator.score(images, meta, settings["seed"], features)
-        results.append({"pair": pair, "images": images, "features": features, "score": score, "meta": meta})
-        manager().hook.log_metrics(run_dir=out_dir / "runs" / pair.model, step=meta["training_step"], metrics={
-            f"eval/{pair.slug.split('__', 1)[1]}/{key}": entry["value"]
-            for key, entry in score["metrics"].items() if isinstance(entry, dict) and "value" in entry})
-        console.print(f"scored {pair.label}: FID {score['metrics']['fid']['value']:.2f}")
-    from torch_fidelity.metric_fid import fid_features_to_statistics
-
+    for pair, train_seed, run, images, meta in sampled:
+        features, score, curve = score_cached(evaluator, images, meta, seed, cache)
+        results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
+                        "score": score, "curve": curve, "meta": meta,
+                        "samples_path": out_dir / "samples" / f"{pair.slug(run)}.npz"})
+        manager().hook.log_metrics(run_dir=out_dir / "runs" / run, step=meta["training_step"], metrics={
+            f"eval/{pair.slug().split('__', 1)[1]}/{key}": entry.value
+            for key, entry in score["metrics"].items() if isinstance(entry, Estimate)})
+        console.print(f"scored {escape(pair.label)} (training seed {train_seed}): FID {score['metrics']['fid']}")
+    references = []
+    for name, images, info in reference_rows(n, seed, settings["dataset"], data_root):
+        features, score, curve = score_cached(evaluator, images, info, seed, cache)
+        references.append({"name": name, "info": info, "images": images, "features": features, "score": score,
+                           "curve": curve})
     stats = [fid_features_to_statistics(r["features"]["features"].double()) for r in results]
     matrix = [[fid(a["features"]["features"].double(), s) for s in stats] for a in results]
-    return {"settings": settings, "models": {k: v.to_dict() for k, v in models.items()}, "results": results,
-            "fid_matrix": matrix, "out_dir": out_dir, "extractor": results[0]["score"]["extractor"] if results else {}}
+    return {"settings": settings, "models": {k: v.to_dict() for k, v in runs.items()}, "pairs": pairs,
+            "results": results, "references": references, "fid_matrix": matrix, "out_dir": out_dir,
+            "train_images": evaluator.reference["train_images"],
+            "extractor": results[0]["score"]["extractor"] if results else {},
+            "second_extractor": results[0]["score"]["second_extractor"] if results else {}}
 
 
 def log_of(run_dir):

@@ -1,4 +1,5 @@
-"""The classifier as a torch-fidelity feature extractor, and one feature pass over a set of images."""
+"""The feature spaces that score samples: the classifier (a torch-fidelity feature extractor, its 128-d
+features and logits) and the autoencoder's 64-d codes (a second opinion that owes nothing to labels)."""
 
 import torch
 import torch_fidelity
@@ -6,6 +7,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from diffkit.data import to_model_range
+from diffkit_eval.autoencoder import load_autoencoder
 from diffkit_eval.classifier import load_classifier
 
 _loaded = {}  # extractor name -> classifier module, for the torch-fidelity class to find
@@ -62,3 +64,18 @@ class Extractor:
         module = ClassifierFeatures(self.name, ["128", "logits_unbiased"])
         parts = [module(chunk) for chunk in torch.as_tensor(images).split(1000)]
         return {"features": torch.cat([p[0] for p in parts]), "logits": torch.cat([p[1] for p in parts])}
+
+
+class CodeSpace:
+    """The autoencoder's codes as a feature space, named after its weights."""
+
+    def __init__(self, dataset="mnist", data_root=None, console=None, device="cpu"):
+        self.model, self.info = load_autoencoder(dataset, data_root, console, device)
+        self.name = f"diffkit-{dataset}-ae-{self.info['weights_sha256'][:12]}"
+
+    @torch.no_grad()
+    def __call__(self, images):
+        """uint8 (N, 1, 28, 28) -> (N, 64) codes on the CPU."""
+        device = next(self.model.parameters()).device
+        return torch.cat([self.model.encoder(to_model_range(chunk.to(device))).cpu()
+                          for chunk in torch.as_tensor(images).split(1000)])

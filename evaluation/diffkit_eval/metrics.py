@@ -1,12 +1,15 @@
-"""Every metric from one feature pass, each with its N and an uncertainty.
+"""Every metric from one feature pass, each an `Estimate` with its N and an uncertainty.
 
 FID, KID and the Inception-Score analogue come from torch-fidelity's feature-level functions;
 precision/recall (same definition as torch-fidelity's, tested equal), density/coverage (Naeem et
-al. 2020) and the memorisation figure are computed here from one shared distance matrix. Uncertainties: FID by bootstrap over the generated samples, KID by the spread
-over subsets, rates (precision, recall, coverage) by their binomial standard error.
+al. 2020), the Vendi score (Friedman & Dieng 2023) and the memorisation figures (NN-distance ratio,
+authenticity after Alaa et al. 2022) are computed here. Uncertainties: FID, Vendi and the medians by
+bootstrap over the generated samples, KID by the spread over subsets, rates by their binomial standard error.
 """
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,8 +25,43 @@ BOOTSTRAP_ROUNDS = 10
 KID_SUBSETS = 50
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A figure, its uncertainty (one standard error, or a standard deviation where a metric says so) and the
+    number of samples it was computed on."""
+
+    value: float
+    std: float
+    n: int
+
+    def __str__(self):
+        return f"{self.value:.4g} ± {self.std:.2g}"
+
+
 def value(mean, std, n):
-    return {"value": float(mean), "std": float(std), "n": int(n)}
+    return Estimate(float(mean), float(std), int(n))
+
+
+def plain(obj):
+    """obj with every Estimate turned into {"value", "std", "n"}, ready for JSON."""
+    if isinstance(obj, Estimate):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def from_plain(obj):
+    """`plain`'s inverse: every {"value", "std", "n"} back into an Estimate."""
+    if isinstance(obj, dict):
+        if set(obj) == {"value", "std", "n"}:
+            return Estimate(**obj)
+        return {k: from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_plain(v) for v in obj]
+    return obj
 
 
 def fid(gen, ref_stats):
@@ -117,19 +155,29 @@ def class_scores(logits, seed=0):
     }
 
 
-def nearest_distance(images, train_images):
-    """Pixel L2 distance (images in [0, 1]) from each image to its nearest training image."""
+def nearest_training(images, train_images, exclude_self=False):
+    """(distance, index) of each image's nearest training image, in pixel L2 (images in [0, 1]).
+    exclude_self: images *are* train_images, and each one's own zero distance is skipped."""
     train = train_images.flatten(1).float() / 255
-    return torch.cat([torch.cdist(chunk.flatten(1).float() / 255, train).min(dim=1).values
-                      for chunk in torch.as_tensor(images).split(1000)])
+    found, start = [], 0
+    for chunk in torch.as_tensor(images).split(1000):
+        d = torch.cdist(chunk.flatten(1).float() / 255, train)
+        if exclude_self:
+            d[torch.arange(len(chunk)), torch.arange(start, start + len(chunk))] = float("inf")
+        found.append(d.min(dim=1))
+        start += len(chunk)
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
 
 
-def memorisation(gen_images, train_images, test_nn):
-    """Median nearest-training-image distance of samples, over that of held-out test images.
-
-    A ratio well below 1 means samples sit closer to training images than unseen real digits do:
-    copying. `near_copies` is the fraction of samples closer than the 1st percentile of test images."""
-    d = nearest_distance(gen_images, train_images)
+def memorisation(gen_images, train_images, test_nn, train_nn, test_authenticity):
+    """Copying, two ways: the median nearest-training-image distance of samples over that of held-out test
+    images (well below 1: samples sit closer to training images than unseen real digits do), and
+    authenticity (Alaa et al. 2022): the fraction of samples farther from their nearest training image x_j
+    than x_j's own nearest training neighbour is (`train_nn`); a copy is not authentic, and unseen real
+    digits score `test_authenticity`.
+    `near_copies` is the fraction of samples closer than the 1st percentile of test images."""
+    d, nearest = nearest_training(gen_images, train_images)
+    authentic = (d > train_nn[nearest]).double().mean()
     threshold = torch.quantile(test_nn, 0.01)
     ratio = d.median() / test_nn.median()
     g = torch.Generator().manual_seed(0)
@@ -138,14 +186,75 @@ def memorisation(gen_images, train_images, test_nn):
     near = (d < threshold).double().mean()
     return {"nn_distance_ratio": value(ratio, np.std(boot), len(d)),
             "near_copies": value(near, binomial_se(near, len(d)), len(d)),
-            "sample_nn_distance_median": float(d.median()), "test_nn_distance_median": float(test_nn.median())}
+            "authenticity": value(authentic, binomial_se(authentic, len(d)), len(d)),
+            "sample_nn_distance_median": float(d.median()), "test_nn_distance_median": float(test_nn.median()),
+            "test_authenticity": float(test_authenticity)}
+
+
+def size_curve(features, ref, sizes, seed=0, draws=3):
+    """{N: {"fid", "kid", "coverage"}} on random subsets of N samples (each the mean of `draws` subsets, std
+    over them), for every N in `sizes` up to len(features): FID falls as N grows (Chong & Forsyth 2020), so
+    figures compare only at equal N, or through `fid_infinity`."""
+    g = torch.Generator().manual_seed(seed)
+    ref_features = ref["features"].float()
+    curve = {}
+    for size in (s for s in sizes if s <= len(features)):
+        picks = [torch.randperm(len(features), generator=g)[:size] for _ in range(draws if size < len(features) else 1)]
+        rounds = []
+        for pick in picks:
+            sub = features[pick]
+            kid = kid_features_to_metric(sub.float(), ref_features, kid_subsets=KID_SUBSETS,
+                                         kid_subset_size=min(1000, size, len(ref_features)), kid_degree=3,
+                                         kid_gamma=None, kid_coef0=1, verbose=False, rng_seed=seed)
+            coverage = neighbourhood_metrics(knn_space(sub), *knn_reference(ref, size, seed))["coverage"].value
+            rounds.append((fid(sub, ref["fid_stats"]), kid["kernel_inception_distance_mean"], coverage))
+        spread = np.std(rounds, axis=0) if len(rounds) > 1 else [math.nan] * 3
+        curve[size] = {key: value(np.mean([r[i] for r in rounds]), spread[i], size)
+                       for i, key in enumerate(("fid", "kid", "coverage"))}
+    return curve
+
+
+def fid_infinity(curve):
+    """FID extrapolated to infinitely many samples (Chong & Forsyth 2020): FID_N is linear in 1/N, so the
+    intercept of a least-squares line through (1/N, FID_N); std is the intercept's standard error (NaN with
+    fewer than three sizes)."""
+    sizes = sorted(curve)
+    if len(sizes) < 2:
+        return None
+    x = np.array([1 / s for s in sizes])
+    y = np.array([curve[s]["fid"].value for s in sizes])
+    A = np.stack([np.ones_like(x), x], axis=1)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    std = math.nan
+    if len(sizes) > 2:
+        residual = y - A @ coef
+        sigma2 = residual @ residual / (len(sizes) - 2)
+        std = math.sqrt(sigma2 * np.linalg.inv(A.T @ A)[0, 0])
+    return value(coef[0], std, sizes[-1])
+
+
+def vendi_score(features, seed=0):
+    """Vendi score (Friedman & Dieng 2023) with the cosine kernel: exp of the entropy of K/n's eigenvalues,
+    the effective number of distinct samples. For unit features X, K/n = XXᵀ/n has the same non-zero
+    eigenvalues as XᵀX/n (d × d), so it costs O(n d²) instead of O(n³)."""
+    x = knn_space(features).double()
+
+    def vendi(rows):
+        eig = torch.linalg.eigvalsh(rows.T @ rows / len(rows)).clamp(min=0)
+        eig = eig[eig > 1e-12]
+        return math.exp(-(eig * eig.log()).sum().item())
+
+    g = torch.Generator().manual_seed(seed)
+    boot = [vendi(x[torch.randint(0, len(x), (len(x),), generator=g)]) for _ in range(BOOTSTRAP_ROUNDS)]
+    return value(vendi(x), np.std(boot), len(x))
 
 
 def scorecard(gen, ref, seed=0):
     """All metrics of a generated set against a reference.
 
     gen: {"features", "logits", "images"};
-    ref: {"features", "fid_stats", "pr_radii", "dc_radii", "train_images", "test_nn"}."""
+    ref: {"features", "fid_stats", "pr_radii", "dc_radii", "train_images", "test_nn", "train_nn",
+    "test_authenticity"}."""
     n, m = len(gen["features"]), len(ref["features"])
     if n < MIN_SAMPLES:
         raise DiffkitError(f"{n} samples are too few: the metrics need at least {MIN_SAMPLES} (use 10,000 for figures to report)")
@@ -159,6 +268,8 @@ def scorecard(gen, ref, seed=0):
         "fid": value(fid_value, fid_std, n),
         "kid": value(kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"], n),
         **neighbourhood_metrics(knn_space(gen["features"]), *knn_reference(ref, n, seed)),
+        "vendi": vendi_score(gen["features"], seed),
         **class_scores(gen["logits"], seed),
-        **memorisation(gen["images"], ref["train_images"], ref["test_nn"]),
+        **memorisation(gen["images"], ref["train_images"], ref["test_nn"], ref["train_nn"],
+                        ref["test_authenticity"]),
     }

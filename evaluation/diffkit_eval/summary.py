@@ -1,0 +1,151 @@
+"""What a comparison's tables say, computed once from its results: one row per pair (its training seeds
+pooled), verdicts between pairs, the distance to the floor, and whether the two feature spaces agree.
+
+A pair trained with several seeds shows its mean over seeds with their spread; a verdict between two pairs
+comes from a Welch t-test over their seeds' FIDs when both have two or more seeds (training and sampling
+noise), else from a z-test on the per-sample standard errors (sampling noise only), as benchstat prints it:
+"better", "worse", or "~" when the difference is not distinguishable at level ALPHA.
+"""
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from diffkit_eval.evaluate import METRICS
+
+ALPHA = 0.05
+SIGMAS = 2  # "≈ best": within 2 combined standard errors of the best
+
+
+def pooled(estimates):
+    """(mean over seeds, its uncertainty, per-sample standard error of the mean, std over seeds or None)."""
+    values = [e.value for e in estimates]
+    k = len(values)
+    sample_se = math.sqrt(sum(e.std ** 2 for e in estimates)) / k
+    if k < 2:
+        return values[0], sample_se, sample_se, None
+    seed_std = float(np.std(values, ddof=1))
+    return float(np.mean(values)), seed_std / math.sqrt(k), sample_se, seed_std
+
+
+def metric_fields(scores):
+    """The METRICS fields of a row from one score per seed."""
+    row = {}
+    for key, _, _ in METRICS:
+        estimates = [s["metrics"][key] for s in scores]
+        row[key], row[f"{key}_std"], row[f"{key}_sample_std"], row[f"{key}_seed_std"] = pooled(estimates)
+        row[f"{key}_seeds"] = [e.value for e in estimates]
+    row["class_histogram"] = [sum(h) for h in zip(*(s["metrics"]["class_histogram"] for s in scores))]
+    return row
+
+
+def curve_fields(curves):
+    """FID against N (mean over seeds) and FID extrapolated to infinitely many samples."""
+    from diffkit_eval.metrics import fid_infinity
+
+    sizes = sorted(set.intersection(*(set(c) for c in curves)))
+    curve = {n: {key: float(np.mean([c[n][key].value for c in curves])) for key in ("fid", "kid", "coverage")}
+             for n in sizes}
+    infinities = [fid_infinity(c) for c in curves]
+    infinity = [e.value for e in infinities if e is not None]
+    return {"curve": curve, "fid_infinity": float(np.mean(infinity)) if infinity else None}
+
+
+def pair_row(pair, results):
+    """One row from the results of a pair's training seeds."""
+    first = results[0]
+    meta, score = first["meta"], first["score"]
+    seconds = [r["meta"].get("seconds") for r in results]
+    sampling = None if None in seconds else float(np.mean(seconds))
+    train_seconds = [r["meta"].get("train_seconds") for r in results]
+    row = {"model": pair.model, "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"],
+           "options": pair.options_text, "label": pair.label, "slug": pair.slug(), "reference_row": False,
+           "seeds": [r["train_seed"] for r in results], "runs": [r["run"] for r in results],
+           "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
+           "training_images": meta.get("images_seen"),
+           "training_seconds": None if None in train_seconds else float(np.mean(train_seconds)),
+           "sampling_seconds": sampling, "seconds_per_1000": None if sampling is None else sampling / score["n"] * 1000,
+           "sampler_options": meta.get("sampler_options", {}),
+           **metric_fields([r["score"] for r in results]), **curve_fields([r["curve"] for r in results])}
+    return row
+
+
+def reference_row(reference):
+    """A reference row (floor or copy), shaped like a pair's."""
+    score = reference["score"]
+    return {"model": reference["name"], "sampler": "-", "steps": 0, "nfe": 0, "options": "", "slug": reference["name"],
+            "label": f"{reference['name']} ({reference['info']['what']})", "reference_row": True, "seeds": [], "runs": [],
+            "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
+            "training_images": None, "training_seconds": None, "sampling_seconds": None, "seconds_per_1000": None,
+            "sampler_options": {}, **metric_fields([score]), **curve_fields([reference["curve"]])}
+
+
+def verdict(a, b, key="fid", lower_is_better=True):
+    """(verdict of row a against row b, p-value, test name)."""
+    if len(a[f"{key}_seeds"]) >= 2 and len(b[f"{key}_seeds"]) >= 2 and (a[f"{key}_seed_std"] or b[f"{key}_seed_std"]):
+        p, test = stats.ttest_ind(a[f"{key}_seeds"], b[f"{key}_seeds"], equal_var=False).pvalue, "Welch t over seeds"
+    else:
+        spread = math.hypot(a[f"{key}_std"], b[f"{key}_std"])
+        z = (a[key] - b[key]) / spread if spread > 0 else (0.0 if a[key] == b[key] else math.inf)
+        p, test = 2 * stats.norm.sf(abs(z)), "z over samples"
+    p = float(p)
+    if not p < ALPHA:
+        return "~", p, test
+    return ("better" if (a[key] < b[key]) == lower_is_better else "worse"), p, test
+
+
+def standing(rows, key, higher):
+    """Per row: 'best', '≈ best' (within SIGMAS combined standard errors of the best) or ''; reference rows
+    take no part."""
+    ranked = [r for r in rows if not r["reference_row"]]
+    if not ranked:
+        return [""] * len(rows)
+    best = max(ranked, key=lambda r: r[key] if higher else -r[key])
+    marks = []
+    for r in rows:
+        spread = SIGMAS * math.hypot(r[f"{key}_std"], best[f"{key}_std"])
+        marks.append("" if r["reference_row"] else
+                     "best" if r is best else ("≈ best" if abs(r[key] - best[key]) <= spread else ""))
+    return marks
+
+
+def pareto_optimal(row, rows):
+    """Whether no other pair of the same model is at least as good on both NFE and FID and better on one."""
+    return not any(o is not row and o["nfe"] <= row["nfe"] and o["fid"] <= row["fid"]
+                   and (o["nfe"] < row["nfe"] or o["fid"] < row["fid"]) for o in rows)
+
+
+def rank_agreement(rows):
+    """Kendall's τ between the pairs' FID rankings in the two feature spaces, and the pairs of rows whose
+    order flips between them."""
+    ranked = [r for r in rows if not r["reference_row"]]
+    flips = [(a["label"], b["label"]) for i, a in enumerate(ranked) for b in ranked[i + 1:]
+             if (a["fid"] - b["fid"]) * (a["fid_codes"] - b["fid_codes"]) < 0]
+    tau = None
+    if len(ranked) >= 2:
+        tau = stats.kendalltau([r["fid"] for r in ranked], [r["fid_codes"] for r in ranked]).statistic
+        tau = None if math.isnan(tau) else float(tau)
+    return {"kendall_tau": tau, "flips": flips, "pairs": len(ranked)}
+
+
+def summarise(comparison):
+    """{"rows", "verdicts", "agreement", "seeded"} for the report; rows are the pairs, then the references."""
+    rows = [pair_row(pair, [r for r in comparison["results"] if r["pair"] is pair]) for pair in comparison["pairs"]]
+    for row in rows:
+        row["frontier"] = pareto_optimal(row, [r for r in rows if r["model"] == row["model"]])
+    references = [reference_row(r) for r in comparison["references"]]
+    floor = next((r for r in references if r["model"] == "floor"), None)
+    for row in rows + references:
+        at_n = floor and floor["curve"].get(row["n"], {}).get("fid")
+        row["floor_fid"] = at_n
+        row["floor_ratio"] = row["fid"] / at_n if at_n else None
+        infinite = floor and floor["fid_infinity"]
+        row["floor_ratio_infinity"] = row["fid_infinity"] / infinite if infinite and row["fid_infinity"] is not None else None
+        row["frontier"] = row.get("frontier", False)
+    best = min(rows, key=lambda r: r["fid"]) if rows else None
+    for row in rows:
+        row["verdict_vs_best"] = "" if row is best else verdict(row, best)[0]
+    verdicts = [[verdict(a, b) if a is not b else None for b in rows] for a in rows]
+    return {"rows": rows + references, "verdicts": verdicts, "agreement": rank_agreement(rows),
+            "seeded": any(len(r["seeds"]) > 1 for r in rows)}
