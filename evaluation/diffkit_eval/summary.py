@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 from diffkit_eval.evaluate import METRICS
+from diffkit_eval.metrics import fid_infinity
 
 ALPHA = 0.05
 SIGMAS = 2  # "≈ best": within 2 combined standard errors of the best
@@ -42,8 +43,6 @@ def metric_fields(scores):
 
 def curve_fields(curves):
     """FID against N (mean over seeds) and FID extrapolated to infinitely many samples."""
-    from diffkit_eval.metrics import fid_infinity
-
     sizes = sorted(set.intersection(*(set(c) for c in curves)))
     curve = {n: {key: float(np.mean([c[n][key].value for c in curves])) for key in ("fid", "kid", "coverage")}
              for n in sizes}
@@ -134,7 +133,7 @@ def summarise(comparison):
     rows = [pair_row(pair, [r for r in comparison["results"] if r["pair"] is pair]) for pair in comparison["pairs"]]
     for row in rows:
         row["frontier"] = pareto_optimal(row, [r for r in rows if r["model"] == row["model"]])
-    references = [reference_row(r) for r in comparison["references"]]
+    references = [{**reference_row(r), "frontier": False} for r in comparison["references"]]
     floor = next((r for r in references if r["model"] == "floor"), None)
     for row in rows + references:
         at_n = floor and floor["curve"].get(row["n"], {}).get("fid")
@@ -142,7 +141,6 @@ def summarise(comparison):
         row["floor_ratio"] = row["fid"] / at_n if at_n else None
         infinite = floor and floor["fid_infinity"]
         row["floor_ratio_infinity"] = row["fid_infinity"] / infinite if infinite and row["fid_infinity"] is not None else None
-        row["frontier"] = row.get("frontier", False)
     best = min(rows, key=lambda r: r["fid"]) if rows else None
     for row in rows:
         row["verdict_vs_best"] = "" if row is best else verdict(row, best)[0]
