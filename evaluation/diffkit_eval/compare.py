@@ -41,10 +41,9 @@ from diffkit import __version__, distributed
 from diffkit.atomic import atomic_path, write_text
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
-from diffkit.data import load_images
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
-from diffkit.generate import load_samples, save_samples
+from diffkit.generate import generate, load_samples, save_samples
 from diffkit.images import save_grid
 from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
@@ -230,7 +229,7 @@ def ensure_sampled(pair, run_dir, path, n, seed, console, device):
             return images, meta
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
-    samples = run.sample(n, pair.sampler, pair.options or None, pair.steps, seed, trajectory=8, console=console)
+    samples = generate(run, n, plan, seed, trajectory_count=8, console=console)
     meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
             "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen"),
             "cache_key": key}
@@ -245,11 +244,10 @@ def path_strip(samples_path):
     return samples_path.with_name(samples_path.stem + "-path.png")
 
 
-def reference_rows(n, seed, dataset, data_root):
+def reference_rows(train, n, seed):
     """The two ends of the scale, scored like any pair: the floor (real training images, a perfect generator
     of the training distribution at this N) and a copying generator (training images with a little pixel
     noise, so that the memorisation columns must catch near copies, not only identical ones)."""
-    train = load_images(dataset, "train", data_root)
     g = torch.Generator().manual_seed(seed)
     floor = train[torch.randperm(len(train), generator=g)[:n]]
     copies = train[torch.randint(0, len(train), (n,), generator=g)]
@@ -322,7 +320,7 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
             for key, entry in score["metrics"].items() if isinstance(entry, Estimate)})
         console.print(f"scored {escape(pair.label)} (training seed {train_seed}): FID {score['metrics']['fid']}")
     references = []
-    for name, images, info in reference_rows(n, seed, settings["dataset"], data_root):
+    for name, images, info in reference_rows(evaluator.reference["train_images"], n, seed):
         features, score, curve = score_cached(evaluator, images, info, seed, cache)
         references.append({"name": name, "info": info, "images": images, "features": features, "score": score,
                            "curve": curve})

@@ -1,5 +1,7 @@
 """Score one set of samples against a reference split, and show the scorecard."""
 
+import functools
+
 from rich.table import Table
 
 from diffkit.device import resolve_device
@@ -27,9 +29,18 @@ class Evaluator:
         device = resolve_device(str(device))
         self.extractor = Extractor(dataset, data_root, console, device)
         self.reference = load_reference(self.extractor, dataset, split, data_root)
-        self.codes = CodeSpace(dataset, data_root, console, device)
-        self.code_reference = load_code_reference(self.codes, dataset, split, data_root)
         self.dataset, self.split = dataset, split
+        self._code_args = (data_root, console, device)
+
+    @functools.cached_property
+    def codes(self):
+        """The autoencoder's feature space, loaded (or trained) only when a score needs it: `fid` does not."""
+        data_root, console, device = self._code_args
+        return CodeSpace(self.dataset, data_root, console, device)
+
+    @functools.cached_property
+    def code_reference(self):
+        return load_code_reference(self.codes, self.dataset, self.split, self._code_args[0])
 
     def features(self, images):
         """{"features", "logits"} of the classifier, "codes" of the autoencoder, and the images."""
