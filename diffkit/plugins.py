@@ -58,11 +58,14 @@ def manager():
 
 def allowed(entry_points):
     """The entry points DIFFKIT_PLUGINS names (all of them when it is unset); a name it lists that no installed
-    plugin has gets a warning."""
+    plugin has, or a set but empty list, gets a warning."""
     wanted = os.environ.get("DIFFKIT_PLUGINS")
     if wanted is None:
         return list(entry_points)
     names = {n.strip() for n in wanted.split(",") if n.strip()}
+    if not names:
+        click.echo("Warning: DIFFKIT_PLUGINS is set but names no plugin, so none is loaded; unset it to load all",
+                   err=True)
     missing = sorted(names - {ep.name for ep in entry_points})
     if missing:
         click.echo(f"Warning: DIFFKIT_PLUGINS names {', '.join(missing)}, which no installed plugin provides", err=True)

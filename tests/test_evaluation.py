@@ -307,6 +307,22 @@ def test_vendi_score_counts_distinct_directions():
     assert vendi_score(basis).value == pytest.approx(8.0, rel=1e-6)
 
 
+def test_a_flip_between_feature_spaces_says_where_its_difference_is_clear():
+    from diffkit_eval.summary import rank_agreement
+
+    def row(label, fid, fid_std, codes, codes_std):
+        return {"label": label, "reference_row": False, "fid": fid, "fid_std": fid_std, "fid_codes": codes,
+                "fid_codes_std": codes_std}
+
+    a, b, c = row("a", 20, 1, 5.5, 0.5), row("b", 30, 1, 5.3, 0.3), row("c", 40, 1, 9.0, 0.3)
+    agreement = rank_agreement([a, b, c])
+    # a < b < c in the classifier's features; b < a < c in the codes: one flip, clear in the features only
+    assert agreement["flips"] == [{"pair": ["a", "b"], "clear_in": ["fid"]}]
+    assert agreement["kendall_tau"] == pytest.approx(1 / 3)
+    b["fid_codes"] = 4.0  # 1.5 below a's 5.5 in the codes, more than 2 combined errors (1.17)
+    assert rank_agreement([a, b, c])["flips"] == [{"pair": ["a", "b"], "clear_in": ["fid", "fid_codes"]}]
+
+
 def test_fid_infinity_is_the_intercept_in_one_over_n():
     from diffkit_eval.metrics import Estimate, fid_infinity
 

@@ -117,3 +117,5 @@ def test_diffkit_plugins_loads_only_the_named_plugins(installed_example):
     assert names == {"gaussian", "networks", "rowcol"}
     names, err = listed("gaussian,nosuch")
     assert names == {"gaussian"} and "DIFFKIT_PLUGINS names nosuch, which no installed plugin provides" in err
+    names, err = listed(" , ")
+    assert names == set() and "DIFFKIT_PLUGINS is set but names no plugin" in err

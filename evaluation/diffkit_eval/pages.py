@@ -29,6 +29,12 @@ def page_link(row, prefix=""):
     return row["label"] if row["reference_row"] else f"[{row['label']}]({prefix}pairs/{row['slug']}.html)"
 
 
+FLIP_CLARITY = {(): "within the uncertainty in both spaces (noise)",
+                ("fid",): "clear in the classifier's features only",
+                ("fid_codes",): "clear in the autoencoder's codes only",
+                ("fid", "fid_codes"): "clear in both: the feature spaces disagree"}
+
+
 def report_markdown(comparison, summary, made):
     s, ex, ae = comparison["settings"], comparison["extractor"], comparison["second_extractor"]
     rows, pairs = summary["rows"], [r for r in summary["rows"] if not r["reference_row"]]
@@ -85,8 +91,10 @@ def report_markdown(comparison, summary, made):
               f"Kendall's τ between the {agreement['pairs']} pairs' FID rankings in the classifier's features and in the "
               f"autoencoder's codes: **{tau}** (1: the same order).", ""]
     if agreement["flips"]:
-        lines += ["Pairs whose order flips between the two spaces (not a finding until it holds in both):", ""]
-        lines += [f"- {cell(a)} ↔ {cell(b)}" for a, b in agreement["flips"]]
+        lines += ["Pairs whose order flips between the two spaces (not a finding until it holds in both), and where "
+                  "each difference exceeds 2 combined standard errors:", ""]
+        lines += [f"- {cell(f['pair'][0])} ↔ {cell(f['pair'][1])}: {FLIP_CLARITY[tuple(f['clear_in'])]}"
+                  for f in agreement["flips"]]
     else:
         lines += ["No pair's order flips."]
     lines += ["", "## Cost", "", "**frontier** marks the pairs no other pair of the same model beats on both NFE and FID.", ""]

@@ -51,33 +51,37 @@ def curve_fields(curves):
     return {"curve": curve, "fid_infinity": float(np.mean(infinity)) if infinity else None}
 
 
+def _row(scores, curves, **fields):
+    """A table row: the given fields, then the reference scored against and the pooled scores and curves."""
+    reference = scores[0]["reference"]
+    return {**fields, "n": scores[0]["n"], "reference": f"{reference['dataset']} {reference['split']}",
+            **metric_fields(scores), **curve_fields(curves)}
+
+
 def pair_row(pair, results):
     """One row from the results of a pair's training seeds."""
-    first = results[0]
-    meta, score = first["meta"], first["score"]
+    meta, n = results[0]["meta"], results[0]["score"]["n"]
     seconds = [r["meta"].get("seconds") for r in results]
     sampling = None if None in seconds else float(np.mean(seconds))
     train_seconds = [r["meta"].get("train_seconds") for r in results]
-    row = {"model": pair.model, "sampler": meta["sampler"], "steps": meta["steps"], "nfe": meta["nfe"],
-           "options": pair.options_text, "label": pair.label, "slug": pair.slug(), "reference_row": False,
-           "seeds": [r["train_seed"] for r in results], "runs": [r["run"] for r in results],
-           "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
-           "training_images": meta.get("images_seen"),
-           "training_seconds": None if None in train_seconds else float(np.mean(train_seconds)),
-           "sampling_seconds": sampling, "seconds_per_1000": None if sampling is None else sampling / score["n"] * 1000,
-           "sampler_options": meta.get("sampler_options", {}),
-           **metric_fields([r["score"] for r in results]), **curve_fields([r["curve"] for r in results])}
-    return row
+    return _row([r["score"] for r in results], [r["curve"] for r in results],
+                model=pair.model, sampler=meta["sampler"], steps=meta["steps"], nfe=meta["nfe"],
+                options=pair.options_text, label=pair.label, slug=pair.slug(), reference_row=False,
+                seeds=[r["train_seed"] for r in results], runs=[r["run"] for r in results],
+                training_images=meta.get("images_seen"),
+                training_seconds=None if None in train_seconds else float(np.mean(train_seconds)),
+                sampling_seconds=sampling, seconds_per_1000=None if sampling is None else sampling / n * 1000,
+                sampler_options=meta.get("sampler_options", {}))
 
 
 def reference_row(reference):
     """A reference row (floor or copy), shaped like a pair's."""
-    score = reference["score"]
-    return {"model": reference["name"], "sampler": "-", "steps": 0, "nfe": 0, "options": "", "slug": reference["name"],
-            "label": f"{reference['name']} ({reference['info']['what']})", "reference_row": True, "seeds": [], "runs": [],
-            "n": score["n"], "reference": f"{score['reference']['dataset']} {score['reference']['split']}",
-            "training_images": None, "training_seconds": None, "sampling_seconds": None, "seconds_per_1000": None,
-            "sampler_options": {}, **metric_fields([score]), **curve_fields([reference["curve"]])}
+    name = reference["name"]
+    return _row([reference["score"]], [reference["curve"]],
+                model=name, sampler="-", steps=0, nfe=0, options="", slug=name,
+                label=f"{name} ({reference['info']['what']})", reference_row=True, seeds=[], runs=[],
+                training_images=None, training_seconds=None, sampling_seconds=None, seconds_per_1000=None,
+                sampler_options={})
 
 
 def verdict(a, b, key="fid", lower_is_better=True):
@@ -117,9 +121,13 @@ def pareto_optimal(row, rows):
 
 def rank_agreement(rows):
     """Kendall's τ between the pairs' FID rankings in the two feature spaces, and the pairs of rows whose
-    order flips between them."""
+    order flips between them, each with the spaces in which its difference exceeds SIGMAS combined standard
+    errors: a flip that is clear in neither is noise, one clear in both is a real disagreement."""
     ranked = [r for r in rows if not r["reference_row"]]
-    flips = [(a["label"], b["label"]) for i, a in enumerate(ranked) for b in ranked[i + 1:]
+    flips = [{"pair": [a["label"], b["label"]],
+              "clear_in": [key for key in ("fid", "fid_codes")
+                           if abs(a[key] - b[key]) > SIGMAS * math.hypot(a[f"{key}_std"], b[f"{key}_std"])]}
+             for i, a in enumerate(ranked) for b in ranked[i + 1:]
              if (a["fid"] - b["fid"]) * (a["fid_codes"] - b["fid_codes"]) < 0]
     tau = None
     if len(ranked) >= 2:
