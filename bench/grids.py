@@ -1,6 +1,6 @@
 """Sample grids side by side, one panel per samples file, for the README's figures.
 
-    python bench/grids.py docs/images/ch2-defaults.png "ddpm / ddim-50=REPORT/samples/ddpm__ddim-50.npz" \
+    python bench/grids.py docs/images/ch2-matrix.png "ddpm / heun-10=REPORT/samples/ddpm__heun-10.npz" \
         "blur / cold-naive=REPORT/samples/blur__cold-naive-20.npz" ... [--columns 4] [--per-panel 64]
 
 Each panel shows the first --per-panel images of its file (unconditional samples, in the order drawn).
