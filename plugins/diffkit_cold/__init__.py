@@ -17,8 +17,9 @@ def register_degradations(register):
 
 @hookimpl
 def register_samplers(register):
-    from diffkit_cold.samplers import ColdSampler, DirectSampler, NaiveColdSampler
+    from diffkit_cold.samplers import ColdSampler, DirectSampler, HeunColdSampler, NaiveColdSampler
 
     register(ColdSampler, name="cold")
     register(NaiveColdSampler, name="cold-naive")
+    register(HeunColdSampler, name="cold-heun")
     register(DirectSampler, name="direct")

@@ -76,14 +76,20 @@ class Blur(ColdDegradation):
 
 @dataclass
 class MaskOptions(ColdOptions):
-    T: int = 50
+    """Defaults from bench/mask-sweep.toml: a soft hole that removes 5% of a pixel per step over T = 100 steps,
+    noise growing to std 1 at T and a squared-error x̂0 (FID 33.9 against the quick DDPM's 23.3 at N = 1,000).
+    A softer hole spreads the centre's fading over more steps, so the sampler draws the digit's centre in many
+    small jumps instead of a few large ones; at T = 50 the same strength leaves the digit visible at T. The
+    paper's hard, noiseless mask (T = 50) is the `paper-mask` preset."""
+
+    T: int = 100
     centre: Literal["fixed", "random"] = "fixed"
     spread: float = helped(1.0, "the hole's radius at step i is spread·i·size/T")
-    strength: float = helped(0.2, "share of a pixel each step's hole removes at its centre (1: the paper's hard hole)")
+    strength: float = helped(0.05, "share of a pixel each step's hole removes at its centre (1: the paper's hard hole)")
     fill: float = helped(-1.0, "value the hole shows (-1: MNIST's black background)")
     prior_noise: float = 0.1
-    noise: float = 1.0  # a soft hole, noise growing to std 1 at T and a squared-error x̂0: the sweep's best
-    loss: Literal["l1", "l2"] = "l2"  # mask (FID 51, entropy 2.25); the paper's hard, noiseless mask is `paper-mask`
+    noise: float = 1.0
+    loss: Literal["l1", "l2"] = "l2"
 
     def __post_init__(self):
         super().__post_init__()
@@ -105,16 +111,17 @@ class Mask(ColdDegradation):
         return draws.rand((n, 2), generator)  # centre as a fraction of height and width
 
     def mask(self, t, shape, params):
-        """(B, 1, H, W) mask, 1 where the image is kept."""
+        """(B, 1, H, W) mask, 1 where the image is kept: the running products of every step's factors, looked up
+        at t. A fixed centre computes them once for the batch, so a step costs O(T·H·W), not O(B·T·H·W)."""
         h, w = shape[-2:]
         device = t.device
-        centre = params if params is not None else torch.full((len(t), 2), 0.5, device=device)
+        centre = params if params is not None else torch.full((1, 2), 0.5, device=device)
         ys, xs = torch.arange(h, device=device) + 0.5, torch.arange(w, device=device) + 0.5
         d2 = (ys[None, :, None] - centre[:, 0, None, None] * h) ** 2 + (xs[None, None, :] - centre[:, 1, None, None] * w) ** 2
         radius = self.options.spread * torch.arange(1, self.T + 1, device=device) * max(h, w) / self.T  # (T,)
-        factors = 1 - self.options.strength * torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (B, T, H, W)
-        upto = torch.arange(1, self.T + 1, device=device)[None, :, None, None] <= t[:, None, None, None]
-        return torch.where(upto, factors, 1.0).prod(dim=1, keepdim=True)
+        factors = 1 - self.options.strength * torch.exp(-d2[:, None] / (2 * radius[None, :, None, None] ** 2))  # (C, T, H, W)
+        masks = torch.cat([torch.ones_like(factors[:, :1]), factors.cumprod(dim=1)], dim=1)  # (C, T + 1, H, W)
+        return masks.expand(len(t), -1, -1, -1)[torch.arange(len(t), device=device), t][:, None]  # C is 1 or B
 
     def degrade_mean(self, x0, t, params=None):
         m = self.mask(t, x0.shape, params).to(x0.dtype)
