@@ -4,6 +4,7 @@
     run = diffkit.train("runs/ddpm", preset="quick", steps=200)     # or diffkit.load("runs/ddpm")
     samples = run.sample(1000, seed=0)                               # Samples: .images uint8, .meta
     scores = diffkit.evaluate(samples)                               # scores["metrics"]["fid"].value, .std, .n
+    scores = diffkit.evaluate("samples-from-elsewhere/")              # a folder of PNGs, an .npy or .npz too
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffkit.config import RunConfig
 from diffkit.errors import DiffkitError
-from diffkit.generate import Samples, load_samples
+from diffkit.generate import Samples
 from diffkit.run import Run, make_config
 
 
@@ -45,26 +47,21 @@ def load(run_dir: str | Path, device: str = "auto", precision: str = "fp32") -> 
     return Run.load(run_dir, device, precision)
 
 
-def evaluate(samples: Samples | torch.Tensor | str | Path, *, reference: str = "test", dataset: str | None = None,
-             n: int | None = None, seed: int = 0, data_root: str | Path | None = None, device: str = "auto",
-             console=None) -> dict:
-    """The scorecard (FID in two feature spaces, KID, precision/recall, density/coverage, Vendi, class scores,
-    memorisation and authenticity, each an `Estimate` with .value, .std and .n) of samples against a real split: a `Samples`, uint8 images (N, 1, H, W) or a
-    samples .npz path. Needs the evaluation plugin (diffkit_eval), installed with diffkit."""
-    try:
-        from diffkit_eval.evaluate import Evaluator
-    except ImportError:
-        raise DiffkitError("diffkit.evaluate needs the evaluation plugin diffkit_eval; reinstall diffkit") from None
-    meta = {}
-    if isinstance(samples, (str, Path)):
-        images, meta = load_samples(samples)
-    elif isinstance(samples, Samples):
-        images, meta = samples.images, samples.meta
-    else:
-        images = torch.as_tensor(samples)
-    if n is not None:
-        if n > len(images):
-            raise DiffkitError(f"-n {n} exceeds the {len(images)} images given")
-        images = images[:n]
-    dataset = dataset or meta.get("config", {}).get("dataset", "mnist")
-    return Evaluator(dataset, reference, data_root, console, device).score(images, meta, seed)
+def evaluate(samples: Samples | torch.Tensor | np.ndarray | str | Path, *, reference: str = "test",
+             dataset: str | None = None, n: int | None = None, seed: int = 0, data_root: str | Path | None = None,
+             device: str = "auto", features: str | tuple = ("classifier", "autoencoder"),
+             value_range: str | None = None, console=None) -> dict:
+    """The scorecard (FID, KID, precision/recall, density/coverage and Vendi in the primary feature space, FID
+    in the second, class scores, memorisation and authenticity, each an `Estimate` with .value, .std and .n)
+    of samples against a real split: a `Samples`, an array or tensor of images (uint8 pixels, or floats with
+    value_range "0,1", "0,255" or "-1,1" where the values cannot tell), or a path to an .npz/.npy file or a
+    folder of PNG/JPEG images. The evaluation plugin that ships with diffkit does the scoring."""
+    from diffkit.plugins import manager
+
+    settings = {"reference": reference, "dataset": dataset, "n": n, "seed": seed, "data_root": data_root,
+                "device": device, "features": features, "value_range": value_range, "console": console}
+    result = manager().hook.score_samples(samples=samples, settings=settings)
+    if result is None:
+        raise DiffkitError("diffkit.evaluate needs the evaluation plugin, which is not loaded; "
+                           "reinstall diffkit, or add evaluation to DIFFKIT_PLUGINS")
+    return result

@@ -91,7 +91,8 @@ def cli():
 @click.option("--ema-decay", type=float, help="Decay of the weights' moving average." + config_default("ema_decay"))
 @click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end)."
               + config_default("checkpoint_every"))
-@click.option("--seed", type=int, help="Seed of initialisation, batches and noise." + config_default("seed"))
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1),
+              help="Seed of initialisation, batches and noise." + config_default("seed"))
 @click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), help=config_default("dataset").strip())
 @data_root_option
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory to create.")
@@ -115,13 +116,22 @@ def train(degradation, network, sampler, assignments, preset, config_file, steps
         settings = read_run_file(config_file)
         preset = preset or settings.pop("preset", None)
         precision = precision or settings.pop("precision", None)
-        compile_ = compile_ or bool(settings.pop("compile", False))
+        compile_ = compile_ or strict_bool(settings.pop("compile", False), f"{config_file}: compile")
+        if precision is not None and precision not in PRECISIONS:
+            raise DiffkitError(f"{config_file}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     for key, value in flags.items():
         if value is not None:
             settings[key] = value
     run = run_training(run_dir, preset=preset, options=list(assignments), resume=resume, device=device,
                        precision=precision, compile=compile_, data_root=data_root, console=console, **settings)
     console.print(f"[green]trained[/] {run.step} steps on {run.device} ({run.precision}) -> {escape(str(run_dir))}")
+
+
+def strict_bool(value, what):
+    """true/false from a TOML boolean or the strings "true"/"false": never Python's bool("false") == True."""
+    from diffkit.options import convert
+
+    return convert(value, bool, what)
 
 
 def read_run_file(path):
@@ -141,7 +151,7 @@ def read_run_file(path):
 @click.option("--sampler", help="Sampler name (default: the run's).")
 @click.option("-o", "--option", "assignments", multiple=True, metavar="KEY=VALUE", help="Sampler option [default: the run's when its sampler is used].")
 @click.option("--steps", type=int, help="Sampling steps (default: the run's, else the sampler's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(), help="Output .npz (images: uint8 N×H×W).")
 @click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images [default: none].")
@@ -174,7 +184,9 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
             images, frames = samples.path_grid()
             save_grid(trajectory, images, nrow=frames)
     meta = samples.meta
-    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps, {meta['nfe']} NFE, "
+    merged = f" run as {meta['jumps']} distinct jumps (the spacing merges integer timesteps)" \
+        if meta["jumps"] != meta["steps"] else ""
+    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps{merged}, {meta['nfe']} NFE, "
                   f"{meta['device']}) -> {escape(str(out))}")
 
 
@@ -185,7 +197,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
 @click.option("-n", "count", type=int, default=8, show_default=True, help="Real digits to degrade.")
 @click.option("--frames", type=int, default=11, show_default=True, help="Columns from t = 0 to t = T.")
 @click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), default="mnist", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @data_root_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_root, device):
@@ -239,16 +251,7 @@ def runs_command(folder, as_json):
     time and, in a report folder, each run's best FID."""
     from diffkit.checkpoint import read_state
 
-    scores = {}
-    metrics = Path(folder) / "metrics.json"
-    if metrics.is_file():
-        try:
-            for row in json.loads(metrics.read_text()).get("rows", []):
-                for run, fid in zip(row.get("runs", [row["model"]]), row.get("fid_seeds", [row["fid"]])):
-                    if run not in scores or fid < scores[run]["fid"]:
-                        scores[run] = {"fid": fid, "label": row.get("label")}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            console.print(f"[yellow]Warning: {escape(str(metrics))} is not a diffkit report; its scores are left out")
+    scores = manager().hook.best_scores(folder=Path(folder)) or {}
     found = []
     for latest in sorted(Path(folder).glob("**/checkpoints/latest")):
         run_dir = latest.parent.parent

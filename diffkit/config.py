@@ -130,14 +130,14 @@ PRESETS = {
         steps=20_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
     ),
     # Recognisable digits in under 10 minutes on 2 CPU cores (see docs/benchmarks.md). Heun in 10 log-SNR
-    # steps (17 NFE) is the cheapest sampler within the uncertainty of the best FID measured on this model.
+    # steps (16 NFE) is the cheapest sampler within the uncertainty of the best FID measured on this model.
     "quick": dict(
         degradation="gaussian",
         degradation_options=dict(schedule="cosine", T=1000, prediction="v"),
         sampler="heun", sampler_options=dict(spacing="logsnr"), sample_steps=10,
         **QUICK_TRAINING,
     ),
-    # Flow matching at the same budget: velocity target, logit-normal t, Heun's solver in 5 steps (9 NFE),
+    # Flow matching at the same budget: velocity target, logit-normal t, Heun's solver in 5 steps (8 NFE),
     # within the uncertainty of the best FID measured on this model.
     "flow": dict(
         degradation="flow",

@@ -62,6 +62,8 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
         raise DiffkitError(f"-n must be a positive integer, got {n}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DiffkitError(f"--batch-size must be a positive integer, got {batch_size}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DiffkitError(f"--seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     network = run.network
     shape = (network.channels, network.image_size, network.image_size)
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
@@ -70,8 +72,7 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
     columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
-        jumps = len(plan.sampler.timesteps(run.degradation, plan.steps)) - 1  # on_step comes once a jump
-        task = progress.add_task("sample", total=len(mine) * jumps)
+        task = progress.add_task("sample", total=len(mine) * plan.jumps)  # on_step comes once a jump
         for index in mine:
             done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, trajectory_count,
                                               lambda: progress.advance(task))
@@ -82,7 +83,7 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
     meta = {
         "n": n, "seed": seed, "batch_size": batch_size,
         "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
-        "steps": plan.steps, "nfe": plan.nfe,
+        "steps": plan.steps, "jumps": plan.jumps, "nfe": plan.nfe,
         "device": str(run.device), "precision": run.precision, "world_size": distributed.world_size(),
         "training_step": run.step, "weights_sha256": run.weights_sha256, "config": run.config.to_dict(),
         "versions": run.versions(plan.component),

@@ -22,8 +22,28 @@ def register_samplers(register):
 
 
 @hookspec
+def register_feature_spaces(register):
+    """Call register(cls, name=...) once per FeatureSpace subclass the plugin provides (the spaces that
+    `--features` picks for scoring)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the `diffkit` group."""
+
+
+@hookspec(firstresult=True)
+def score_samples(samples, settings):
+    """Score `samples` (a diffkit Samples, an array of images, or a path to an .npz/.npy file or a folder of
+    images) against a real split and return the scorecard; settings holds reference, dataset, n, seed,
+    data_root, device, features, value_range and console. The evaluation harness implements it, and
+    `diffkit.evaluate` calls it."""
+
+
+@hookspec(firstresult=True)
+def best_scores(folder):
+    """{run name: {"fid": float, "label": str}}: the best score of each run in a report folder, for `diffkit
+    runs`; None where the folder holds no report this plugin wrote."""
 
 
 @hookspec

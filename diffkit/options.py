@@ -15,7 +15,7 @@ from diffkit.errors import DiffkitError
 INT_LIMIT = 2**31  # no option needs more; a larger value is a typo that would exhaust memory later
 
 
-def _convert(value, kind, key):
+def convert(value, kind, key):
     """Convert one value to `kind` (str, int, float, bool, Literal[...] or tuple[int, ...]), strictly:
     a bool is not a number, a float must be finite, an int must be integral and below 2**31 in size."""
     origin = typing.get_origin(kind)
@@ -29,7 +29,7 @@ def _convert(value, kind, key):
         if not isinstance(value, (str, list, tuple)):
             raise DiffkitError(f"option {key}={value!r}: expected a comma-separated list")
         parts = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(_convert(p.strip() if isinstance(p, str) else p, item, key) for p in parts)
+        return tuple(convert(p.strip() if isinstance(p, str) else p, item, key) for p in parts)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -67,7 +67,7 @@ def parse_options(schema, values, component="component"):
         raise DiffkitError(f"unknown option {unknown[0]!r} for {component}; known options: {known}")
     if not isinstance(values, dict):
         raise DiffkitError(f"options for {component} must be a table of KEY = VALUE, got {values!r}")
-    kwargs = {k: _convert(v, hints[k], k) for k, v in values.items()}
+    kwargs = {k: convert(v, hints[k], k) for k, v in values.items()}
     try:
         return schema(**kwargs)
     except (TypeError, ValueError) as exc:

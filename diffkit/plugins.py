@@ -16,7 +16,7 @@ import pluggy
 from diffkit import hookspecs
 from diffkit.errors import DiffkitError
 
-KINDS = ("degradations", "networks", "samplers")
+KINDS = ("degradations", "networks", "samplers", "feature_spaces")
 
 _manager = None
 failed_plugins = []  # (entry point name, distribution, error) for plugins that did not import
@@ -74,10 +74,11 @@ def allowed(entry_points):
 
 def _base_class(kind):
     from diffkit.degradation import Degradation
+    from diffkit.feature_space import FeatureSpace
     from diffkit.network import Network
     from diffkit.sampler import Sampler
 
-    return {"degradations": Degradation, "networks": Network, "samplers": Sampler}[kind]
+    return {"degradations": Degradation, "networks": Network, "samplers": Sampler, "feature_spaces": FeatureSpace}[kind]
 
 
 def components(kind):

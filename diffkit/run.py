@@ -111,6 +111,7 @@ class Plan:
     sampler: object
     steps: int
     nfe: int
+    jumps: int  # the distinct jumps the steps make: a spacing that merges integer timesteps makes fewer
 
     @property
     def name(self):
@@ -178,7 +179,8 @@ class Run:
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.degradation.T:
             raise DiffkitError(f"--steps must be between 1 and T={self.degradation.T}, got {steps}")
         steps = sampler_obj.fixed_steps or steps
-        return Plan(component, sampler_obj, steps, sampler_obj.nfe(self.degradation, steps))
+        jumps = len(sampler_obj.timesteps(self.degradation, steps)) - 1
+        return Plan(component, sampler_obj, steps, sampler_obj.nfe(self.degradation, steps), jumps)
 
     @staticmethod
     def generator(seed, index):

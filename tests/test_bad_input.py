@@ -61,6 +61,8 @@ def world(tmp_path_factory):
     data = (root / "good.npz").read_bytes()
     (root / "truncated.npz").write_bytes(data[: len(data) // 2])
     (root / "text.npz").write_text("hello")
+    (root / "compile-maybe.toml").write_text('compile = "maybe"\n')
+    (root / "precision-16.toml").write_text("precision = 16\n")
     (root / "afile").write_text("x")
     (root / "folder.npz").mkdir()
     (root / "folder.png").mkdir()
@@ -132,8 +134,8 @@ CASES = [
     (TRAIN + ["--lr", "-1", "--out", "{new}/r"], "lr must be positive"),
     (TRAIN + ["--lr", "1e6", "--out", "{new}/r"], "lr must be positive and at most 10"),
     (TRAIN + ["--ema-decay", "1.5", "--out", "{new}/r"], "ema-decay must be in [0, 1)"),
-    (TRAIN + ["--seed", "-1", "--out", "{new}/r"], "seed must be an integer in 0..4294967295"),
-    (TRAIN + ["--seed", "1000000000000000", "--out", "{new}/r"], "seed must be an integer"),
+    (TRAIN + ["--seed", "-1", "--out", "{new}/r"], "'--seed': -1 is not in the range 0<=x<=4294967295"),
+    (TRAIN + ["--seed", "1000000000000000", "--out", "{new}/r"], "is not in the range 0<=x<=4294967295"),
     (TRAIN + ["--seed", "1e15", "--out", "{new}/r"], "'1e15' is not a valid integer"),
     (TRAIN + ["--steps", "abc", "--out", "{new}/r"], "'abc' is not a valid integer"),
     (TRAIN + ["--precision", "fp64", "--out", "{new}/r"], "'fp64' is not one of"),
@@ -153,6 +155,9 @@ CASES = [
     (["sample", "{new}/missing", "--out", "{new}/s.npz"], "is not a run directory"),
     (["sample", "{world}", "--out", "{new}/s.npz"], "no checkpoint in"),
     (["sample", "{world}/run", "-n", "0", "--out", "{new}/s.npz"], "-n must be a positive integer"),
+    (["sample", "{world}/run", "--seed", str(2**63), "--out", "{new}/s.npz"], "is not in the range 0<=x<=4294967295"),
+    (["train", "--config", "{world}/compile-maybe.toml", "--out", "{new}/r"], "compile='maybe': expected true or false"),
+    (["train", "--config", "{world}/precision-16.toml", "--out", "{new}/r"], "precision must be one of auto, fp32"),
     (["sample", "{world}/run", "--steps", "21", "--out", "{new}/s.npz"], "--steps must be between 1 and T=20"),
     (["sample", "{world}/run", "--steps", "0", "--out", "{new}/s.npz"], "--steps must be between 1 and T=20"),
     (["sample", "{world}/run", "--sampler", "nope", "--out", "{new}/s.npz"], "unknown sampler 'nope'"),
@@ -176,15 +181,21 @@ CASES = [
     (["degrade", "-d", "blur", "-o", "sigma=-1", "--grid", "{new}/g.png"], "sigma positive"),
     (["degrade", "-d", "blur", "-o", "T=true", "--grid", "{new}/g.png"], "expected int"),
     # evaluate
-    (["evaluate", "{new}/missing.npz"], "cannot read"),
+    (["evaluate", "{new}/missing.npz"], "is neither a folder of images nor an .npy/.npz file"),
+    (["evaluate", "{new}"], "holds no .png, .jpg or .jpeg images"),
+    (["evaluate", "{world}/good.npz", "--range", "0,2"], "--range must be one of 0,1, 0,255, -1,1"),
+    (["evaluate", "{world}/good.npz", "--range", "0,1"], "declared --range 0,1"),
     (["evaluate", "{world}/truncated.npz"], "cannot read"),
     (["evaluate", "{world}/text.npz"], "cannot read"),
-    (["evaluate", "{world}/objects.npz"], "cannot read"),
-    (["evaluate", "{world}/floats.npz"], "images must be uint8 0..255 (got float32)"),
-    (["evaluate", "{world}/binary.npz"], "images must be uint8 0..255 (got float64)"),
-    (["evaluate", "{world}/complex.npz"], "images must be uint8 0..255 (got complex64)"),
-    (["evaluate", "{world}/shape.npz"], "images must be N×28×28"),
-    (["evaluate", "{world}/range.npz"], "image values must be in 0..255"),
+    (["evaluate", "{world}/objects.npz"], "holds Python objects, which diffkit never unpickles"),
+    (["evaluate", "{world}/floats.npz"], "could be in more than one range; say which with --range"),
+    (["evaluate", "{world}/binary.npz"], "could be in more than one range; say which with --range"),
+    (["evaluate", "{world}/complex.npz"], "images must be integers 0..255 or floats, got complex64"),
+    (["evaluate", "{world}/shape.npz"], "takes 28×28 images; these are 32×32"),
+    (["evaluate", "{world}/range.npz"], "integer images must be pixels in 0..255"),
+    (["evaluate", "{world}/good.npz", "--features", "classifier,nope"], "unknown feature_space 'nope'"),
+    (["evaluate", "{world}/good.npz", "--features", "classifier,classifier"], "one or two distinct"),
+    (["evaluate", "{world}/good.npz", "--space-option", "weights=x"], "write SPACE.KEY=VALUE"),
     (["evaluate", "{world}/meta.npz"], "'meta' array is not the JSON"),
     (["evaluate", "{world}/few.npz"], "3 samples are too few"),
     (["evaluate", "{world}/good.npz", "--ref", "valid"], "unknown reference split 'valid'"),
@@ -232,6 +243,18 @@ def snapshot(*folders):
             if p.is_file() and p.name != ".lock"}
 
 
+def test_a_boolean_written_as_a_string_in_a_config_means_what_it_says(tmp_path):
+    """`compile = "false"` is false (Python's bool("false") is True), and every boolean a config can hold is read
+    the same strict way."""
+    from diffkit.cli import strict_bool
+    from diffkit.config import FIELD_TYPES
+
+    assert [strict_bool(v, "compile") for v in (False, "false", "False", "0", "no", True, "true", "1")] == \
+        [False] * 5 + [True] * 3
+    boolean_fields = [name for name, kinds in FIELD_TYPES.items() if bool in kinds]
+    assert boolean_fields == ["compile"]  # the one RunConfig boolean; component options go through the same convert
+
+
 def test_the_table_is_long_enough():
     assert len(CASES) >= 60
 
@@ -265,12 +288,12 @@ def test_an_unexpected_error_is_one_line_that_says_how_to_see_the_traceback(monk
 
 
 def test_a_corrupt_reference_cache_is_rebuilt(world, capsys):
-    from diffkit_eval.netcache import cache_dir
+    from diffkit_eval.reference import cache_dir
 
-    reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"), None)
+    reference = next((cache_dir() / "references").glob("diffkit-mnist-v1-mnist-test-*.safetensors"), None)
     if reference is None:  # first evaluation in this cache: make it
         run_cli(["evaluate", world / "good.npz"], capsys)
-        reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"))
+        reference = next((cache_dir() / "references").glob("diffkit-mnist-v1-mnist-test-*.safetensors"))
     reference.write_bytes(b"corrupt")
     code, out = run_cli(["evaluate", world / "good.npz"], capsys)
     assert code == 0, out.err

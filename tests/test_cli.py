@@ -177,3 +177,18 @@ def test_version_and_help_answer_without_importing_torch():
     assert "compare" in text and "Optimizer steps in total. [default: 10000, unless --preset/--config sets it]" in text
     version = subprocess.run([sys.executable, "-m", "diffkit", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == "diffkit, version 0.1.0"
+
+
+def test_a_spacing_that_merges_timesteps_says_how_many_jumps_run(runner, tmp_path):
+    """Log-SNR spacing on flow matching clamps λ at the pure-noise end, so 10 requested steps make fewer distinct
+    integer jumps: `sample` says so in its one line, and the samples' meta records the jumps."""
+    run = tmp_path / "flow"
+    trained = invoke(runner, "train", "-d", "flow", "--network", "cnn", "-o", "hidden=4,8", "-o", "time_features=8",
+                     "--batch-size", 8, "--steps", 1, "--out", run)
+    assert trained.exit_code == 0, trained.output
+    result = invoke(runner, "sample", run, "-n", 4, "--sampler", "heun", "-o", "spacing=logsnr", "--steps", 10,
+                    "--out", tmp_path / "s.npz")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(str(np.load(tmp_path / "s.npz")["meta"]))
+    assert meta["steps"] == 10 and meta["jumps"] < 10
+    assert f"10 steps run as {meta['jumps']} distinct jumps" in " ".join(result.output.split())

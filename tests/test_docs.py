@@ -8,6 +8,7 @@ import pytest
 
 from diffkit import hookspecs
 from diffkit.degradation import Degradation
+from diffkit.feature_space import FeatureSpace
 from diffkit.network import Network
 from diffkit.sampler import Sampler
 
@@ -26,7 +27,8 @@ def test_every_hook_is_documented(name):
     assert f"`{name}(" in DOC
 
 
-@pytest.mark.parametrize("cls,base", [(Degradation, object), (Sampler, object), (Network, object)])
+@pytest.mark.parametrize("cls,base", [(Degradation, object), (Sampler, object), (Network, object),
+                                      (FeatureSpace, object)])
 def test_every_contract_member_is_documented(cls, base):
     missing = sorted(name for name in members(cls, base) - {"training", "dump_patches", "call_super_init"}
                      if f"`{name}" not in DOC)
@@ -39,7 +41,7 @@ def doc_plugins(register_plugin):
     from diffkit.cli import cli
 
     blocks = re.findall(r"```python\n(.*?)```", DOC, re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     cli.list_commands(None)  # the installed plugins' commands first, so that teardown removes only the guide's
     before = set(cli.commands)
     for i, code in enumerate(blocks):
@@ -77,3 +79,9 @@ def test_the_guides_plugins_train_sample_and_run_their_command(doc_plugins, runn
     assert steps.exit_code == 0 and steps.output.strip() == "3"
     bad = invoke(runner, "train", "-d", "darken", "-o", "floor=1.5", "--out", tmp_path / "r2")
     assert bad.exit_code == 1 and "floor must be in [0, 1)" in bad.output
+    scored = invoke(runner, "evaluate", tmp_path / "s2.npz", "-n", 6, "--features", "pooled", "--json", tmp_path / "m.json")
+    assert scored.exit_code == 1 and "6 samples are too few" in scored.output  # the space ran; 6 is below the floor
+    more = invoke(runner, "sample", run, "-n", 12, "--out", tmp_path / "s3.npz")
+    scored = invoke(runner, "evaluate", tmp_path / "s3.npz", "--features", "pooled", "--json", tmp_path / "m.json")
+    assert scored.exit_code == 0 and more.exit_code == 0, scored.output
+    assert json.loads((tmp_path / "m.json").read_text())["spaces"][0]["version"] == "pooled-pixels-v1"

@@ -32,12 +32,32 @@ def score(evaluator, images):
     return {k: v.value if isinstance(v, Estimate) else v for k, v in evaluator.score(images)["metrics"].items()}
 
 
-def test_classifier_is_accurate_and_named_after_its_weights(evaluator):
-    info = evaluator.extractor.info
-    assert info["test_accuracy"] >= 0.98
-    assert evaluator.extractor.name == f"diffkit-mnist-{info['weights_sha256'][:12]}"
+def test_the_shipped_spaces_are_named_by_version_and_never_trained(evaluator, monkeypatch):
     import torch_fidelity.registry as registry
-    assert evaluator.extractor.name in registry.FEATURE_EXTRACTORS_REGISTRY
+
+    import diffkit_eval.autoencoder
+    import diffkit_eval.classifier
+
+    classifier, autoencoder = evaluator.spaces
+    assert (classifier.version, autoencoder.version) == ("diffkit-mnist-v1", "diffkit-mnist-ae-v1")
+    assert classifier.info["test_accuracy"] >= 0.98 and classifier.info["train_images"] == 10_000
+    assert classifier.version in registry.FEATURE_EXTRACTORS_REGISTRY  # torch-fidelity measures in it too
+    for module in (diffkit_eval.classifier, diffkit_eval.autoencoder):
+        monkeypatch.setattr(module, "fit", lambda *a, **k: pytest.fail("a shipped space was trained"))
+    assert Evaluator("fashion-mnist", "test").spaces[0].version == "diffkit-fashion-mnist-v1"
+
+
+def test_a_changed_weights_file_is_refused(tmp_path, monkeypatch):
+    import diffkit_eval.spaces as spaces
+    from diffkit.errors import DiffkitError
+
+    damaged = tmp_path / "diffkit-mnist-v1.safetensors"
+    data = bytearray((spaces.WEIGHTS / damaged.name).read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(spaces, "WEIGHTS", tmp_path)
+    with pytest.raises(DiffkitError, match="does not match the sha256 pinned for it"):
+        spaces.load_space("classifier", "mnist")
 
 
 def test_test_set_against_itself_is_perfect(evaluator, test_images):
@@ -101,10 +121,13 @@ def write_npz(path, **arrays):
 
 
 @pytest.mark.parametrize("arrays,message", [
-    ({"pictures": np.zeros((20, 28, 28), np.uint8)}, "has no 'images' array"),
-    ({"images": np.zeros((20, 32, 32), np.uint8)}, "images must be N×28×28"),
-    ({"images": np.full((20, 28, 28), 300, np.int64)}, "image values must be in 0..255"),
-    ({"images": np.full((20, 28, 28), -0.5, np.float32)}, "convert [-1, 1] floats"),
+    ({"pictures": np.zeros((20, 28, 28), np.uint8), "labels": np.zeros(20)}, "has no 'images' array and more than one"),
+    ({"images": np.zeros((20, 32, 32), np.uint8)}, "takes 28×28 images; these are 32×32"),
+    ({"images": np.zeros((20, 28, 28, 3), np.uint8) + np.arange(3, dtype=np.uint8)}, "RGB set given to a grey-scale"),
+    ({"images": np.full((20, 28, 28), 300, np.int64)}, "integer images must be pixels in 0..255"),
+    ({"images": np.full((20, 28, 28), 0.5, np.float32)}, "say which with --range 0,1, 0,255 or -1,1"),
+    ({"images": np.full((20, 28, 28), np.nan, np.float32)}, "NaN or infinite"),
+    ({"images": np.zeros((20, 5), np.uint8)}, "images must be N×H×W, N×1×H×W or N×H×W×1"),
     ({"images": np.zeros((3, 28, 28), np.uint8)}, "3 samples are too few"),
     ({"images": np.zeros((20, 28, 28), np.uint8), "meta": np.array("not json")}, "'meta' array is not the JSON"),
 ])
@@ -120,7 +143,9 @@ def test_evaluate_cli_writes_json(runner, tmp_path, test_images):
     result = invoke(runner, "evaluate", path, "-n", 150, "--json", tmp_path / "m.json")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "m.json").read_text())
-    assert record["n"] == 150 and record["reference"] == {"dataset": "mnist", "split": "test", "n": 10000}
+    assert record["n"] == 150 and record["reference"] == {"dataset": "mnist", "split": "test", "n": 10000,
+                                                          "what": "mnist test"}
+    assert [s["version"] for s in record["spaces"]] == ["diffkit-mnist-v1", "diffkit-mnist-ae-v1"]
     assert record["metrics"]["fid"]["std"] > 0
 
 
@@ -283,13 +308,13 @@ def test_samples_and_scores_are_recomputed_when_what_made_them_changes(runner, c
 
 
 def test_evaluate_samples_a_run_directory_and_reuses_cached_reference(runner, tmp_path):
-    from diffkit_eval.netcache import cache_dir
+    from diffkit_eval.reference import cache_dir
 
     run = tmp_path / "run"
     trained = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", "-o", "T=10", "-o", "hidden=4,4",
                      "-o", "time_features=8", "--steps", 2, "--batch-size", 8, "--out", run)
     assert trained.exit_code == 0, trained.output
-    reference = next((cache_dir() / "references").glob("diffkit-mnist-*-test.safetensors"))
+    reference = next((cache_dir() / "references").glob("diffkit-mnist-v1-mnist-test-*.safetensors"))
     before = reference.stat().st_mtime_ns
     result = invoke(runner, "evaluate", run, "-n", 12, "--steps", 3, "--json", tmp_path / "m.json")
     assert result.exit_code == 0, result.output
@@ -310,17 +335,22 @@ def test_vendi_score_counts_distinct_directions():
 def test_a_flip_between_feature_spaces_says_where_its_difference_is_clear():
     from diffkit_eval.summary import rank_agreement
 
-    def row(label, fid, fid_std, codes, codes_std):
-        return {"label": label, "reference_row": False, "fid": fid, "fid_std": fid_std, "fid_codes": codes,
-                "fid_codes_std": codes_std}
+    def row(label, fid, fid_std, second, second_std):
+        return {"label": label, "reference_row": False, "fid": fid, "fid_std": fid_std, "fid_second": second,
+                "fid_second_std": second_std}
 
     a, b, c = row("a", 20, 1, 5.5, 0.5), row("b", 30, 1, 5.3, 0.3), row("c", 40, 1, 9.0, 0.3)
     agreement = rank_agreement([a, b, c])
-    # a < b < c in the classifier's features; b < a < c in the codes: one flip, clear in the features only
+    # a < b < c in the primary space; b < a < c in the second: one flip, clear in the primary space only
     assert agreement["flips"] == [{"pair": ["a", "b"], "clear_in": ["fid"]}]
-    assert agreement["kendall_tau"] == pytest.approx(1 / 3)
-    b["fid_codes"] = 4.0  # 1.5 below a's 5.5 in the codes, more than 2 combined errors (1.17)
-    assert rank_agreement([a, b, c])["flips"] == [{"pair": ["a", "b"], "clear_in": ["fid", "fid_codes"]}]
+    # tau counts only a-c and b-c, clear in both spaces and in the same order: 1 over 2 pairs (plain tau: 1/3)
+    assert agreement["kendall_tau"] == 1.0 and agreement["clear_pairs"] == 2 and agreement["row_pairs"] == 3
+    b["fid_second"] = 4.0  # 1.5 below a's 5.5 in the second space, more than 2 combined errors (1.17)
+    agreement = rank_agreement([a, b, c])
+    assert agreement["flips"] == [{"pair": ["a", "b"], "clear_in": ["fid", "fid_second"]}]
+    assert agreement["kendall_tau"] == pytest.approx(1 / 3) and agreement["clear_pairs"] == 3
+    noise = [row(str(i), 20 + i * 0.1, 1, 5 - i * 0.1, 1) for i in range(4)]  # reversed, but all within noise
+    assert rank_agreement(noise)["kendall_tau"] is None and rank_agreement(noise)["clear_pairs"] == 0
 
 
 def test_fid_infinity_is_the_intercept_in_one_over_n():
@@ -342,3 +372,50 @@ def test_authenticity_catches_copies_and_passes_unseen_digits():
     unseen = memorisation(test, train, test_nn, train_nn, 0.5)
     assert copies["authenticity"].value == 0 and copies["nn_distance_ratio"].value == 0
     assert unseen["authenticity"].value > 0.4 and unseen["nn_distance_ratio"].value == pytest.approx(1.0)
+
+
+def test_the_report_answers_first_in_a_real_browser(compared, tmp_path):
+    """report.html in headless Chromium: the summary and its table are on the first screen, every image loads.
+    Skipped where no Chromium is installed (CI installs Debian's); the HTML is parsed by the tests above."""
+    _, out = compared
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (`apt-get install chromium`); the report's HTML is checked above")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu",
+                                                                    "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto((out / "report.html").resolve().as_uri())
+        page.wait_for_load_state("load")
+        summary = page.locator("h2", has_text="Summary").bounding_box()
+        table_box = page.locator("table").first.bounding_box()
+        assert summary["y"] < table_box["y"] < 800, (summary, table_box)
+        assert "Best pair:" in page.locator("p").first.inner_text()
+        broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+                               ".map(i => i.getAttribute('src'))")
+        assert page.evaluate("document.images.length") >= 4 and broken == []
+        grids = page.locator(".grids figure")
+        assert grids.count() == 4 and grids.first.bounding_box()["y"] < 800 * 2
+        browser.close()
+
+
+def test_the_report_says_who_is_best_and_gives_every_verdict_in_words(compared):
+    _, out = compared
+    md = (out / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Scores") < md.index("## How to read these figures")
+    record = json.loads((out / "metrics.json").read_text())
+    pairs = [r for r in record["rows"] if not r["reference_row"]]
+    best = min(pairs, key=lambda r: r["fid"])
+    assert f"**Best pair: {best['label']}**" in md
+    for row in pairs:
+        if row is not best:
+            words = f"{row['verdict_vs_best']} by" if row["verdict_vs_best"] != "~" else "~ (p"
+            assert words in md, row["label"]
+    assert "p = 0 " not in md and "p = 0," not in md
+
+
+def test_a_p_value_below_float_resolution_reads_as_a_bound():
+    from diffkit_eval.pages import p_text
+
+    assert p_text(0.0) == "p < 1e-16" and p_text(3e-20) == "p < 1e-16" and p_text(0.0312) == "p = 0.031"

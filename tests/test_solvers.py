@@ -80,7 +80,7 @@ def test_spacings_run_from_T_to_zero_and_count_their_evaluations(spacing):
     assert grid[0] == 1000 and grid[-1] == 0 and all(a > b for a, b in zip(grid, grid[1:]))
     assert 15 <= len(grid) - 1 <= 20
     steps = len(grid) - 1
-    assert HeunSampler(SolverOptions(spacing)).nfe(d, 20) == 2 * steps - 1
+    assert HeunSampler(SolverOptions(spacing)).nfe(d, 20) == 2 * steps - 2  # Euler out of T and into 0
     assert DPMSolverPP2M(SolverOptions(spacing)).nfe(d, 20) == steps
     if spacing == "logsnr":  # evenly spaced in log(a/b), up to the rounding to integer t
         t = torch.tensor(grid[1:-1])
@@ -124,3 +124,14 @@ def test_solvers_sample_flow_exactly_with_a_perfect_predictor_and_converge_on_ga
     # at t = T, a = 0: the exact image is the quantile map μ + s·x_T
     errs = [(cls().sample(ideal(d), d, x_T, n) - (MU + S * x_T)).abs().max().item() for n in (10, 40)]
     assert errs[1] < errs[0] / 3, errs
+
+
+def test_heun_steps_out_of_t_equals_T_with_euler_on_the_cosine_schedule():
+    """On the cosine schedule σ_T = b/a is about 2·10⁴: a Heun step that averages the slopes at T and at its
+    target magnifies any error. Out of T, Heun takes an Euler step (as flow's σ_T = ∞ always did): with 10
+    time-spaced steps the exact solution of Gaussian data is met within 0.05 mean |Δ| (0.15 before)."""
+    d = GaussianDiffusion(GaussianOptions(T=1000, schedule="cosine", prediction="x0"))
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = HeunSampler(SolverOptions("time")).sample(ideal(d), d, x_T, 10)
+    assert (out - exact_solution(d, x_T)).abs().mean() < 0.05
+    assert HeunSampler(SolverOptions("time")).nfe(d, 10) == 18

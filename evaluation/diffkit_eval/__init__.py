@@ -1,10 +1,19 @@
-"""The evaluation harness: classifier features, metrics, comparisons and reports.
+"""The evaluation harness: feature spaces, metrics, comparisons and reports.
 
-A plugin like any other: it adds its commands through the register_commands hook, so the core
-never imports it.
+A plugin like any other: it adds its feature spaces and commands through the register_feature_spaces and
+register_commands hooks, so the core never imports it.
 """
 
 from diffkit import hookimpl
+
+
+@hookimpl
+def register_feature_spaces(register):
+    from diffkit_eval.features import AutoencoderSpace, ClassifierSpace, InceptionSpace
+
+    register(ClassifierSpace, name="classifier")
+    register(AutoencoderSpace, name="autoencoder")
+    register(InceptionSpace, name="inception-v3")
 
 
 @hookimpl
@@ -12,3 +21,17 @@ def register_commands(cli):
     from diffkit_eval.commands import register
 
     register(cli)
+
+
+@hookimpl
+def score_samples(samples, settings):
+    from diffkit_eval.evaluate import score_samples as score
+
+    return score(samples, **settings)
+
+
+@hookimpl
+def best_scores(folder):
+    from diffkit_eval.report import best_scores as read
+
+    return read(folder)

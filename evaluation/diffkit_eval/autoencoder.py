@@ -2,20 +2,20 @@
 
 A ranking of generators that holds in the classifier's space and in this one is a finding; a pair whose
 order flips between them is flagged in the report. Trained on the training split with its own seed and
-architecture, cached like the classifier (`netcache`), and named after its weights.
+architecture, and shipped like the classifier (`spaces.py`).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffkit.data import load_images, load_labels, to_model_range
-from diffkit_eval.netcache import cached_network, data_hash, fit
+from diffkit.data import to_model_range
+from diffkit_eval.training import fit
 
 LATENT = 64
 EPOCHS = 8
 SEED = 1  # not the classifier's 0: an independent draw
-ARCHITECTURE = "ae-3x3-32-64-z64"  # part of the cache key: change it when Autoencoder or training changes
+ARCHITECTURE = "ae-3x3-32-64-z64"  # recorded in the shipped weights: change it when Autoencoder or training changes
 
 
 class Autoencoder(nn.Module):
@@ -54,17 +54,3 @@ def train_autoencoder(images, console=None, device="cpu"):
         return F.mse_loss(model(x)[1], x)
 
     return fit(Autoencoder, images, loss, EPOCHS, SEED, "autoencoder", console, device, lr=2e-3)
-
-
-def load_autoencoder(dataset="mnist", data_root=None, console=None, device="cpu"):
-    """(model on `device`, info), trained on the dataset's training split on first use and cached after."""
-    images, labels = load_images(dataset, "train", data_root), load_labels(dataset, "train", data_root)
-    key = f"{dataset}-{ARCHITECTURE}-e{EPOCHS}-s{SEED}-{data_hash(images, labels)[:16]}"
-
-    def train():
-        model = train_autoencoder(images, console, device)
-        return model, {"dataset": dataset, "architecture": ARCHITECTURE, "train_data_sha256": data_hash(images, labels),
-                       "train_images": len(images), "epochs": EPOCHS, "seed": SEED,
-                       "test_rmse": reconstruction_rmse(model, load_images(dataset, "test", data_root))}
-
-    return cached_network("autoencoders", key, Autoencoder(), train, device)

@@ -16,44 +16,71 @@ from diffkit.errors import DiffkitError
 console = Console(stderr=True, quiet=not distributed.is_main())
 
 
+def features_options(command):
+    """--features and --space-option, shared by the commands that score."""
+    command = click.option("--space-option", "space_options", multiple=True, metavar="SPACE.KEY=VALUE",
+                           help="An option of a feature space, e.g. inception-v3.weights=PATH.")(command)
+    return click.option("--features", default="classifier,autoencoder", show_default=True,
+                        help="The feature spaces to score in: the first gives FID, KID, precision/recall and "
+                             "coverage; a second gives a second FID (`diffkit list feature_spaces`).")(command)
+
+
+def space_options_of(assignments):
+    """{"inception-v3": {"weights": PATH}} from ["inception-v3.weights=PATH"]."""
+    from diffkit.options import split_assignments
+
+    found = {}
+    for key, value in split_assignments(assignments).items():
+        space, sep, option = key.rpartition(".")
+        if not sep or not space or not option:
+            raise DiffkitError(f"--space-option {key}={value}: write SPACE.KEY=VALUE, e.g. inception-v3.weights=PATH")
+        found.setdefault(space, {})[option] = value
+    return found
+
+
 def evaluate_command(cli):
     @cli.command()
     @click.argument("source", type=click.Path())
     @click.option("--ref", "split", default="test", show_default=True, help="Reference split (held-out test by default).")
-    @click.option("-n", "count", type=int, help="Use the first N samples (run directory: sample N) [default: all; 10,000 from a run].")
+    @click.option("-n", "count", type=int, help="Use the first N images (run directory: sample N) [default: all; 10,000 from a run].")
+    @click.option("--range", "value_range", help="Pixel range of float arrays: 0,1, 0,255 or -1,1 [default: told "
+                  "from the values where it can be; uint8 and PNG are 0..255].")
     @click.option("--sampler", help="Sampler, when SOURCE is a run directory [default: the run's].")
     @click.option("--steps", type=int, help="Sampling steps, when SOURCE is a run directory [default: the run's, "
                   "else the sampler's].")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
     @click.option("--dataset", default="mnist", show_default=True)
     @data_root_option
+    @features_options
     @click.option("--json", "json_out", type=click.Path(), help="Also write the scorecard as JSON [default: none].")
     @device_options()
-    def evaluate(source, split, count, sampler, steps, seed, dataset, data_root, json_out, device, precision):
-        """Score SOURCE (a samples .npz or a run directory) against real held-out images."""
-        from diffkit.generate import load_samples
+    def evaluate(source, split, count, value_range, sampler, steps, seed, dataset, data_root, features, space_options,
+                 json_out, device, precision):
+        """Score SOURCE against real held-out images: a run directory, diffkit's samples .npz, any .npy/.npz array
+        of images, or a folder of PNG/JPEG images (another toolkit's samples are scored exactly like diffkit's)."""
         from diffkit.run import Run
-        from diffkit_eval.evaluate import Evaluator, scorecard_table
+        from diffkit_eval.evaluate import Evaluator, parse_features, scorecard_table
+        from diffkit_eval.inputs import parse_range, read_images
         from diffkit_eval.metrics import plain
 
         if count is not None and not 1 <= count <= 1_000_000:
             raise DiffkitError(f"-n must be a positive integer up to 1,000,000, got {count}")
         if split not in ("test", "train"):
             raise DiffkitError(f"unknown reference split {split!r}; choose test or train")
+        parse_range(value_range)
+        names, options = parse_features(features), space_options_of(space_options)
         if json_out:
             check_writable(json_out, "--json")
-        if Path(source).is_dir():
+        if (Path(source) / "checkpoints").is_dir():
             run = Run.load(source, device, precision)
             dataset = run.config.dataset
             samples = run.sample(count or 10_000, sampler, None, steps, seed, console=console)
             images, meta = samples.images, {**samples.meta, "run_dir": str(source)}
         else:
-            images, meta = load_samples(source)
-            if count is not None:
-                if count > len(images):
-                    raise DiffkitError(f"-n {count} exceeds the {len(images)} images in {source}")
-                images = images[:count]
-        evaluator = Evaluator(dataset, split, data_root, console, device)
+            images, meta = read_images(source, count, value_range)
+            if count is not None and count > len(images):
+                raise DiffkitError(f"-n {count} exceeds the {len(images)} images in {source}")
+        evaluator = Evaluator(dataset, split, data_root, console, device, names, options)
         result = evaluator.score(images, meta, seed)
         table_console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
         if json_out:
@@ -90,7 +117,7 @@ def restore_command(cli):
     @click.option("-n", "count", type=int, default=10_000, show_default=True)
     @click.option("--sampler", help="Sampler for the 'sampled' restoration (default: the run's).")
     @click.option("--steps", type=int, help="Steps of the sampled restoration [default: the run's, else the sampler's].")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
     @data_root_option
     @click.option("--json", "json_out", type=click.Path(), help="Also write the figures as JSON [default: none].")
     @click.option("--grid", type=click.Path(), help="PNG: rows of originals, degraded, direct, sampled [default: none].")
@@ -132,7 +159,89 @@ def restore_command(cli):
             write_text(json_out, json.dumps(plain(record), indent=2))
 
 
+def validate_command(cli):
+    @cli.command("validate-metrics")
+    @click.option("-n", "count", type=int, default=2000, show_default=True, help="Images per set (at most 5,000: "
+                  "half the test split).")
+    @click.option("--degradations", default="blur,gaussian,mask,pixelate,fade", show_default=True,
+                  help="Built-in (or plugin) degradations to degrade real digits with.")
+    @click.option("--features", default="classifier,autoencoder", show_default=True,
+                  help="The feature spaces to validate, each in turn.")
+    @click.option("--dataset", default="mnist", show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+    @data_root_option
+    @click.option("--json", "json_out", type=click.Path(), help="Also write the tables and checks as JSON [default: none].")
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+    def validate_metrics(count, degradations, features, dataset, seed, data_root, json_out, device):
+        """Check that every metric moves the right way as real digits are degraded, collapsed or copied (a finding,
+        not an error: the command exits 0 and lists the checks that moved the wrong way)."""
+        from rich.table import Table
+
+        from diffkit_eval.metrics import plain
+        from diffkit_eval.validate import validate_space
+
+        if not 10 <= count <= 5000:
+            raise DiffkitError(f"-n must be between 10 and 5,000 (half the test split), got {count}")
+        names = [d.strip() for d in degradations.split(",") if d.strip()]
+        spaces = [s.strip() for s in features.split(",") if s.strip()]
+        if not names or not spaces:
+            raise DiffkitError("--degradations and --features each need at least one name")
+        if json_out:
+            check_writable(json_out, "--json")
+        record, failures = {"n": count, "spaces": {}, "checks": []}, []
+        for space in spaces:
+            version, rows, checks = validate_space(space, count, names, dataset, data_root, console, device, seed)
+            keys = ["fid", "kid", "precision", "recall", "coverage", "nn_distance_ratio", "authenticity"]
+            table = Table("set", *keys, title=f"validate-metrics in {version} (N = {count} vs the test split's "
+                                               f"odd-numbered half)")
+            for label, metrics in rows:
+                table.add_row(label, *(f"{metrics[k].value:.4g} ± {metrics[k].std:.2g}" for k in keys))
+            table_console().print(table)
+            for check in checks:
+                mark = "[green]right way[/]" if check["passed"] else f"[red]wrong way: {', '.join(check['wrong'])}[/]"
+                table_console().print(f"  {check['name']}: {mark}")
+                if not check["passed"]:
+                    failures.append(f"{version}/{check['name']}: {', '.join(check['wrong'])}")
+            record["spaces"][version] = [{"set": label, **plain(metrics)} for label, metrics in rows]
+            record["checks"] += [{**c, "space": version} for c in checks]
+        record["failures"] = failures
+        if json_out:
+            write_text(json_out, json.dumps(record, indent=2))
+        passed = len(record["checks"]) - len(failures)
+        console.print(f"{passed} of {len(record['checks'])} checks moved the right way"
+                      + (f"; [yellow]the wrong way: {escape('; '.join(failures))}[/]" if failures else ""))
+
+
+def features_command(cli):
+    @cli.group()
+    def features():
+        """diffkit's feature spaces: the shipped ones are listed by `diffkit list feature_spaces`."""
+
+    @features.command("train")
+    @click.option("--dataset", required=True, help="The dataset whose training split the spaces learn.")
+    @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder for the two weights files.")
+    @data_root_option
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+    def train_features(dataset, out_dir, data_root, device):
+        """Train a classifier and an autoencoder space for a dataset without shipped weights. Each file is named
+        after its own weights (DATASET-local-HASH): scores in it are other numbers than the shipped spaces'."""
+        from diffkit.device import resolve_device
+        from diffkit_eval.spaces import KINDS, local_name, save_space, train_space
+
+        check_writable(out_dir, "--out", folder=True)
+        device = resolve_device(device)
+        for kind in KINDS:
+            model, info = train_space(kind, dataset, data_root, console, device)
+            name = local_name(kind, dataset, info)
+            path = Path(out_dir) / f"{name}.safetensors"
+            save_space(path, model, {**info, "name": name})
+            console.print(f"[green]wrote[/] {escape(str(path))}; score in it with --features {kind} "
+                          f"--space-option {kind}.weights={escape(str(path))}")
+
+
 def register(cli):
     evaluate_command(cli)
+    features_command(cli)
+    validate_command(cli)
     compare_command(cli)
     restore_command(cli)

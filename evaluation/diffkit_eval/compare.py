@@ -9,6 +9,8 @@ Config (TOML):
     seeds = [0, 1, 2]              # training seeds: each model is trained once per seed (default: its own seed)
     dataset = "mnist"
     device = "auto"                # where training, sampling and scoring run (--device overrides it)
+    features = ["classifier", "autoencoder"]   # the feature spaces: the first gives every metric, a second a FID
+    space_options = { inception-v3 = { weights = "pt_inception.pth" } }   # options of the feature spaces
 
     [[models]]
     name = "ddpm"                  # the run lives in REPORT_DIR/runs/<name>, other seeds in <name>-seed<k>
@@ -18,9 +20,14 @@ Config (TOML):
     degradation_options = { T = 1000 }
     samplers = [{ name = "ddpm" }, { name = "ddim", steps = [10, 50], options = { eta = 0.0 } }]
 
+    [[samples]]                    # images made elsewhere, scored and compared like the pairs
+    name = "ddpm-pytorch"
+    path = "external/ddpm-pytorch" # a folder of PNG/JPEG files or an .npy/.npz array, relative to this file
+    range = "0,1"                  # optional: the pixel range of a float array that cannot tell
+
 Nothing is recomputed that was made from the same inputs: samples are reused when a hash of the run's
 weights, the sampler, its options and steps, the seed, N and diffkit's version matches the one they were
-saved with; features and scores are cached under a hash of the images and of both feature spaces' weights.
+saved with; features and scores are cached under a hash of the images and the versions of the feature spaces.
 """
 
 import dataclasses
@@ -35,7 +42,6 @@ import torch
 from rich.markup import escape
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from diffkit import __version__, distributed
 from diffkit.atomic import atomic_path, write_text
@@ -48,12 +54,17 @@ from diffkit.images import save_grid
 from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
 from diffkit.trainer import read_log, train
-from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, from_plain, plain, size_curve
+from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features
+from diffkit_eval.features import images_hash
+from diffkit_eval.inputs import parse_range, read_images
+from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, fid_statistics, from_plain, plain, size_curve
 
 CURVE_SIZES = (500, 1000, 2000, 5000, 10_000)
 
-SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "dataset": "mnist", "device": "auto"}
+SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "dataset": "mnist", "device": "auto",
+            "features": list(DEFAULT_FEATURES), "space_options": {}}
 MODEL_KEYS = {"name", "preset", "samplers", "seeds"}
+IMPORTED_KEYS = {"name", "path", "range"}
 SAMPLER_KEYS = {"name", "steps", "options"}
 
 
@@ -67,6 +78,8 @@ class Pair:
     options: dict = field(default_factory=dict)  # as written in the config; {} means the sampler's defaults
 
     runs: list = field(default_factory=list)  # (training seed, run name), one per seed
+    source: Path | None = None  # an imported set's folder or array file ([[samples]]), scored as it is
+    value_range: str | None = None  # its pixel range, when it is a float array that cannot tell
 
     @property
     def options_text(self):
@@ -75,6 +88,8 @@ class Pair:
     @property
     def label(self):
         """How every table, figure and page names the pair."""
+        if self.source is not None:
+            return f"{self.model} (imported)"
         return f"{self.model} / {self.sampler}-{self.steps}" + (f" ({self.options_text})" if self.options else "")
 
     def slug(self, run=None):
@@ -108,6 +123,13 @@ def _check_settings(path, settings):
           f"{path}: dataset and device must be strings")
     if settings["seeds"] is not None:
         _check_seeds(path, "[compare]", settings["seeds"])
+    try:
+        settings["features"] = list(parse_features(settings["features"]))
+    except DiffkitError as exc:
+        raise DiffkitError(f"{path}: [compare] features: {exc.message}") from None
+    _need(isinstance(settings["space_options"], dict) and all(isinstance(v, dict) for v in settings["space_options"].values()),
+          f"{path}: [compare] space_options must be a table of tables, like space_options = "
+          f"{{ inception-v3 = {{ weights = \"w.pth\" }} }}")
 
 
 def _check_seeds(path, where, seeds):
@@ -137,6 +159,32 @@ def _pairs(path, name, entry, config, runs):
     return pairs
 
 
+def _name(path, section, entry):
+    """An entry's name, which names its run folders and files: letters, digits, - and _ only."""
+    name = entry.get("name")
+    _need(isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and len(name) <= 64,
+          f"{path}: every {section} entry needs a name of letters, digits, - and _ (got {name!r})")
+    return name
+
+
+def _imported(path, entry, taken):
+    """A [[samples]] entry: images made elsewhere (another toolkit, a notebook), scored beside the trained pairs."""
+    name = _name(path, "[[samples]]", entry)
+    _need(name not in taken, f"{path}: the name {name!r} is used twice; [[models]] and [[samples]] names must differ")
+    unknown = sorted(set(entry) - IMPORTED_KEYS)
+    _need(not unknown, f"{path}: [[samples]] {name!r}: unknown key {unknown[0] if unknown else ''!r}; known: "
+                       f"{', '.join(sorted(IMPORTED_KEYS))}")
+    _need(isinstance(entry.get("path"), str), f"{path}: [[samples]] {name!r} needs a path (a folder of images or "
+                                              f"an .npy/.npz file, relative to the config)")
+    source = Path(path).parent / entry["path"]
+    _need(source.exists(), f"{path}: [[samples]] {name!r}: {source} does not exist")
+    try:
+        value_range = parse_range(entry.get("range"))
+    except DiffkitError as exc:
+        raise DiffkitError(f"{path}: [[samples]] {name!r}: {exc.message}") from None
+    return Pair(name, "imported", 0, {}, [(None, name)], source, value_range)
+
+
 def read_config(path):
     """(settings, {run name: resolved RunConfig}, [Pair]) from a comparison TOML file, all checked: one
     run per model and training seed."""
@@ -144,19 +192,19 @@ def read_config(path):
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DiffkitError(f"cannot read comparison config {path}: {exc}") from None
-    unknown = sorted(set(raw) - {"compare", "models"})
-    _need(not unknown, f"{path}: unknown section {unknown[0] if unknown else ''!r}; expected [compare] and [[models]]")
+    unknown = sorted(set(raw) - {"compare", "models", "samples"})
+    _need(not unknown, f"{path}: unknown section {unknown[0] if unknown else ''!r}; expected [compare], [[models]] "
+                       f"and [[samples]]")
     _need(isinstance(raw.get("compare", {}), dict), f"{path}: [compare] must be a table")
     settings = {**SETTINGS, **raw.get("compare", {})}
     _check_settings(path, settings)
-    entries = raw.get("models", [])
-    _need(isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries),
-          f"{path}: no [[models]] to compare")
+    entries, imported = raw.get("models", []), raw.get("samples", [])
+    _need(isinstance(entries, list) and all(isinstance(e, dict) for e in entries)
+          and isinstance(imported, list) and all(isinstance(e, dict) for e in imported) and (entries or imported),
+          f"{path}: no [[models]] or [[samples]] to compare")
     models, runs, pairs = {}, {}, []
     for entry in entries:
-        name = entry.get("name")
-        _need(isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and len(name) <= 64,
-              f"{path}: every [[models]] entry needs a name of letters, digits, - and _ (got {name!r})")
+        name = _name(path, "[[models]]", entry)
         _need(name not in models, f"{path}: model name {name!r} appears twice")
         _need(isinstance(entry.get("preset", ""), str), f"{path}: model {name!r}: preset must be a string")
         base = preset(entry["preset"]) if "preset" in entry else {}
@@ -173,6 +221,8 @@ def read_config(path):
             _need(run not in runs, f"{path}: run name {run!r} is used twice; rename model {name!r}")
             runs[run] = dataclasses.replace(models[name], seed=seed)
         pairs += _pairs(path, name, entry, models[name], named)
+    for entry in imported:
+        pairs.append(_imported(path, entry, set(models) | {p.model for p in pairs}))
     seen = {}
     for pair in pairs:
         key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True))
@@ -244,17 +294,21 @@ def path_strip(samples_path):
     return samples_path.with_name(samples_path.stem + "-path.png")
 
 
-def reference_rows(train, n, seed):
-    """The two ends of the scale, scored like any pair: the floor (real training images, a perfect generator
-    of the training distribution at this N) and a copying generator (training images with a little pixel
-    noise, so that the memorisation columns must catch near copies, not only identical ones)."""
+def reference_rows(evaluator, n, seed):
+    """The two ends of the scale, scored like any pair: the floor (real images of the reference split's even-
+    numbered half against its odd-numbered half: what a perfect generator scores, the same on every machine) and a copying
+    generator (training images with a little pixel noise, so that the memorisation columns must catch near
+    copies, not only identical ones). Returns (name, images, info, scored against the floor's reference)."""
     g = torch.Generator().manual_seed(seed)
-    floor = train[torch.randperm(len(train), generator=g)[:n]]
+    floor = evaluator.floor_images(n)
+    train = evaluator.train_images
     copies = train[torch.randint(0, len(train), (n,), generator=g)]
     noise = torch.randn(copies.shape, generator=g) * COPY_NOISE
     copies = (copies.float() + noise).round().clamp(0, 255).to(torch.uint8)
-    return [(FLOOR, floor, {"n": len(floor), "what": f"{len(floor)} real training images"}),
-            (COPY, copies, {"n": n, "what": f"training images with pixel noise of std {COPY_NOISE} grey levels"})]
+    split = f"{evaluator.dataset} {evaluator.split}"
+    return [(FLOOR, floor, {"n": len(floor), "what": f"{len(floor):,} even-numbered images of {split} against its "
+                                                     f"odd-numbered half"}, True),
+            (COPY, copies, {"n": n, "what": f"training images with pixel noise of std {COPY_NOISE} grey levels"}, False)]
 
 
 FLOOR, COPY = "floor", "copy"
@@ -266,11 +320,12 @@ def curve_sizes(n):
     return sorted({s for s in CURVE_SIZES if s < n} | {n, max(MIN_SAMPLES, n // 2)})
 
 
-def score_cached(evaluator, images, meta, seed, folder):
-    """(features, score, curve) of one image set, cached in `folder` under a hash of the images, both feature
-    spaces, the reference split, the seed and diffkit's version: change any of them and it is recomputed."""
-    key = hashlib.sha256(json.dumps({"images": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
-                                     "spaces": evaluator.spaces, "reference": evaluator.split, "seed": seed,
+def score_cached(evaluator, images, meta, seed, folder, floor=False):
+    """(features, score, curve) of one image set, cached in `folder` under a hash of the images, the versions of
+    the feature spaces, the reference, the seed and diffkit's version: change any of them and it is recomputed.
+    A cache entry that cannot be read is made again."""
+    key = hashlib.sha256(json.dumps({"images": images_hash(images), "spaces": evaluator.versions,
+                                     "reference": evaluator.split, "floor": floor, "seed": seed,
                                      "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
     features_path, score_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     try:
@@ -280,8 +335,9 @@ def score_cached(evaluator, images, meta, seed, folder):
     except (OSError, ValueError, KeyError, SafetensorError):
         pass
     features = evaluator.features(images)
-    score = evaluator.score(images, meta, seed, features)
-    curve = size_curve(features["features"].double(), evaluator.reference, curve_sizes(len(images)), seed)
+    score = evaluator.score(images, meta, seed, features, floor=floor)
+    reference = (evaluator.floor_references if floor else evaluator.references)[0]
+    curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
     with atomic_path(features_path) as tmp:
         save_file({k: v.contiguous() for k, v in features.items() if k != "images"}, tmp)
     write_text(score_path, json.dumps(plain({"score": {k: v for k, v in score.items() if k != "samples"},
@@ -297,40 +353,55 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
     settings, runs, pairs = read_config(config_path)
     settings["device"] = device = device or settings["device"]
     resolve_device(device)  # an unknown or absent device fails before anything trains
+    evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console, device,
+                          settings["features"], settings["space_options"]) if distributed.is_main() else None
+    imported = {pair.model: read_images(pair.source, settings["samples"], pair.value_range)
+                for pair in pairs if pair.source is not None}  # a bad file fails before anything trains
     out_dir = Path(out_dir)
     for name, config in runs.items():
         ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
     n, seed = settings["samples"], settings["seed"]
-    sampled = [(pair, train_seed, run, *ensure_sampled(pair, out_dir / "runs" / run,
-                                                       out_dir / "samples" / f"{pair.slug(run)}.npz", n, seed,
-                                                       console, device))
+    sampled = [(pair, train_seed, run, *(imported_set(pair, *imported[pair.model]) if pair.source is not None else
+                                         ensure_sampled(pair, out_dir / "runs" / run,
+                                                        out_dir / "samples" / f"{pair.slug(run)}.npz", n, seed,
+                                                        console, device)))
                for pair in pairs for train_seed, run in pair.runs]
     if not distributed.is_main():
         return None
-    evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console, device)
     cache = out_dir / "cache"
     results = []
     for pair, train_seed, run, images, meta in sampled:
         features, score, curve = score_cached(evaluator, images, meta, seed, cache)
         results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
                         "score": score, "curve": curve, "meta": meta,
-                        "samples_path": out_dir / "samples" / f"{pair.slug(run)}.npz"})
-        manager().hook.log_metrics(run_dir=out_dir / "runs" / run, step=meta["training_step"], metrics={
-            f"eval/{pair.slug().split('__', 1)[1]}/{key}": entry.value
-            for key, entry in score["metrics"].items() if isinstance(entry, Estimate)})
-        console.print(f"scored {escape(pair.label)} (training seed {train_seed}): FID {score['metrics']['fid']}")
+                        "samples_path": None if pair.source else out_dir / "samples" / f"{pair.slug(run)}.npz"})
+        if pair.source is None:
+            manager().hook.log_metrics(run_dir=out_dir / "runs" / run, step=meta["training_step"], metrics={
+                f"eval/{pair.slug().split('__', 1)[1]}/{key}": entry.value
+                for key, entry in score["metrics"].items() if isinstance(entry, Estimate)})
+        seed_text = "" if train_seed is None else f" (training seed {train_seed})"
+        console.print(f"scored {escape(pair.label)}{seed_text}: FID {score['metrics']['fid']}")
     references = []
-    for name, images, info in reference_rows(evaluator.reference["train_images"], n, seed):
-        features, score, curve = score_cached(evaluator, images, info, seed, cache)
+    for name, images, info, floor in reference_rows(evaluator, n, seed):
+        features, score, curve = score_cached(evaluator, images, info, seed, cache, floor=floor)
         references.append({"name": name, "info": info, "images": images, "features": features, "score": score,
                            "curve": curve})
-    stats = [fid_features_to_statistics(r["features"]["features"].double()) for r in results]
-    matrix = [[fid(a["features"]["features"].double(), s) for s in stats] for a in results]
+    stats = [fid_statistics(r["features"]["features"]) for r in results]
+    matrix = [[fid(a["features"]["features"], s) for s in stats] for a in results]
+    first = results[0]["score"] if results else {}
     return {"settings": settings, "models": {k: v.to_dict() for k, v in runs.items()}, "pairs": pairs,
             "results": results, "references": references, "fid_matrix": matrix, "out_dir": out_dir,
-            "train_images": evaluator.reference["train_images"],
-            "extractor": results[0]["score"]["extractor"] if results else {},
-            "second_extractor": results[0]["score"]["second_extractor"] if results else {}}
+            "train_images": evaluator.train_images, "spaces": first.get("spaces", []),
+            "classifier": first.get("classifier", {})}
+
+
+def imported_set(pair, images, meta):
+    """(images, meta) of a [[samples]] entry, its meta saying where the images came from."""
+    if len(images) < MIN_SAMPLES:
+        raise DiffkitError(f"[[samples]] {pair.model!r}: {pair.source} holds {len(images)} images; the metrics need "
+                           f"at least {MIN_SAMPLES}")
+    return images, {**meta, "n": len(images), "sampler": "imported", "steps": 0, "nfe": None,
+                    "source": str(pair.source), "value_range": pair.value_range}
 
 
 def log_of(run_dir):

@@ -1,20 +1,34 @@
-"""Score one set of samples against a reference split, and show the scorecard."""
+"""Score sets of images against a real split, in named stages: images -> features (`features.py`) ->
+statistics (`reference.py`) -> metrics (`metrics.py`); the scorecard table for the terminal.
 
-import functools
+Every figure is measured in a feature space and carries its version: the primary space (the first of
+`--features`, the classifier by default) gives FID, KID, precision/recall, density/coverage and Vendi; a
+second space gives a second FID. The class metrics always come from the dataset's classifier, and the
+memorisation figures from pixels.
+"""
 
+from pathlib import Path
+
+import torch
 from rich.table import Table
 
+from diffkit.data import load_images
 from diffkit.device import resolve_device
+from diffkit.errors import DiffkitError
+from diffkit.options import parse_options
+from diffkit.plugins import get_component
 
-from diffkit_eval.extractor import CodeSpace, Extractor
-from diffkit_eval.metrics import fid_bootstrap, scorecard, value
-from diffkit_eval.reference import load_code_reference, load_reference
+from diffkit_eval.features import extract
+from diffkit_eval.metrics import class_scores, fid_bootstrap, memorisation, space_metrics, value
+from diffkit_eval.reference import memorisation_reference, reference_statistics, space_reference
+
+DEFAULT_FEATURES = ("classifier", "autoencoder")
 
 # (key, label, higher is better: True/False, or how to read a figure that is neither) in display order
 METRICS = [
     ("fid", "FID", False), ("kid", "KID", False), ("precision", "precision (k=3)", True),
     ("recall", "recall (k=3)", True), ("density", "density (k=5)", True), ("coverage", "coverage (k=5)", True),
-    ("vendi", "Vendi score", True), ("fid_codes", "FID, autoencoder codes", False),
+    ("vendi", "Vendi score", True), ("fid_second", "FID, second space", False),
     ("inception_score", "classifier IS", True), ("class_entropy", "class entropy (ln 10 = 2.303)", True),
     ("class_kl_uniform", "class KL to uniform", False), ("mean_confidence", "mean confidence", True),
     ("nn_distance_ratio", "NN-train distance / test's", "≈ 1; below: copying"), ("near_copies", "near copies", False),
@@ -22,64 +36,152 @@ METRICS = [
 ]
 
 
+def parse_features(text):
+    """("classifier", "autoencoder") from "classifier,autoencoder": one or two distinct space names."""
+    names = tuple(n.strip() for n in str(text).split(",") if n.strip()) if isinstance(text, str) else tuple(text)
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+        raise DiffkitError(f"--features takes one or two distinct feature-space names like classifier,autoencoder "
+                           f"(got {text!r}); `diffkit list feature_spaces` shows them")
+    return names
+
+
+def build_space(name, dataset, options=None, device="cpu"):
+    """A registered feature space, checked against the dataset and its options."""
+    component = get_component("feature_spaces", name)
+    cls = component.cls
+    if cls.datasets is not None and dataset not in cls.datasets:
+        raise DiffkitError(f"feature space {name!r} has weights for {', '.join(cls.datasets)}, not {dataset!r}")
+    space = cls(dataset, parse_options(cls.Options, dict(options or {}), f"feature space {name!r}"), device)
+    space.name = name
+    return space
+
+
+def describe_space(space):
+    """What a report records of a space: its registered name, the version of its weights and what it knows."""
+    return {"name": space.name, "version": space.version, **space.info}
+
+
 class Evaluator:
-    """Both feature spaces and their references loaded once, to score many sample sets."""
+    """The feature spaces and their references, loaded once, to score many image sets.
 
-    def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu"):
+    The floor is the reference split in two fixed halves, its even-numbered images scored against the
+    statistics of its odd-numbered ones: it depends on nothing but the split (the official test split by
+    default). Interleaved, not first against second half: MNIST's test split puts its cleaner writers first,
+    and its halves score FID 21 against each other where interleaved halves score 2."""
+
+    def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu",
+                 features=DEFAULT_FEATURES, space_options=None):
         device = resolve_device(str(device))
-        self.extractor = Extractor(dataset, data_root, console, device)
-        self.reference = load_reference(self.extractor, dataset, split, data_root)
         self.dataset, self.split = dataset, split
-        self._code_args = (data_root, console, device)
-
-    @functools.cached_property
-    def codes(self):
-        """The autoencoder's feature space, loaded (or trained) only when a score needs it: `fid` does not."""
-        data_root, console, device = self._code_args
-        return CodeSpace(self.dataset, data_root, console, device)
-
-    @functools.cached_property
-    def code_reference(self):
-        return load_code_reference(self.codes, self.dataset, self.split, self._code_args[0])
-
-    def features(self, images):
-        """{"features", "logits"} of the classifier, "codes" of the autoencoder, and the images."""
-        return {**self.extractor(images), "codes": self.codes(images), "images": images}
+        self.spaces = [build_space(n, dataset, (space_options or {}).get(n), device) for n in parse_features(features)]
+        self.classifier = next((s for s in self.spaces if s.name == "classifier"), None) \
+            or build_space("classifier", dataset, None, device)
+        self.images = load_images(dataset, split, data_root)
+        self.references = [space_reference(s, self.images, f"{dataset}-{split}") for s in self.spaces]
+        self.floor_references = [reference_statistics(r["features"][1::2]) for r in self.references]
+        self.train_images = load_images(dataset, "train", data_root)
+        test = self.images if split == "test" else load_images(dataset, "test", data_root)
+        self.memory = memorisation_reference(test, self.train_images)
 
     @property
-    def spaces(self):
-        """The names of both feature spaces, for reports and cache keys."""
-        return {"classifier": self.extractor.name, "autoencoder": self.codes.name}
+    def versions(self):
+        """The versions of the spaces that score, for reports and cache keys."""
+        return [s.version for s in self.spaces] + [self.classifier.version]
+
+    def floor_images(self, n):
+        """The floor's images: n of the reference split's even-numbered images (at most half the split), in a
+        fixed random order (seed 0): not the first n, since MNIST's test split puts one population of writers
+        first (its first 1,000 even-numbered digits score FID 8.3 against the odd half; 1,000 drawn at random, 4)."""
+        even = self.images[0::2]
+        return even[torch.randperm(len(even), generator=torch.Generator().manual_seed(0))[:n]]
+
+    def features(self, images):
+        """{"features": primary space, "second": the second space's, "logits": the classifier's, "images"}."""
+        spaces = [extract(s, images) for s in self.spaces]
+        logits = next((f["logits"] for s, f in zip(self.spaces, spaces) if s is self.classifier), None)
+        if logits is None:
+            logits = extract(self.classifier, images)["logits"]
+        return {"features": spaces[0]["features"], "logits": logits, "images": images,
+                **({"second": spaces[1]["features"]} if len(spaces) > 1 else {})}
 
     def fid(self, images, seed=0):
-        """FID alone (bootstrap std), for tables that need no full scorecard."""
-        fid_value, fid_std = fid_bootstrap(self.extractor(images)["features"].double(), self.reference["fid_stats"], seed)
-        return value(fid_value, fid_std, len(images))
+        """FID in the primary space alone (bootstrap std), for tables that need no full scorecard."""
+        return value(*fid_bootstrap(extract(self.spaces[0], images)["features"], self.references[0], seed), len(images))
 
-    def score(self, images, meta=None, seed=0, features=None):
+    def score(self, images, meta=None, seed=0, features=None, floor=False):
+        """The scorecard of one image set; floor=True scores against the split's odd-numbered half (the floor's
+        images come from its even-numbered half)."""
         gen = features or self.features(images)
-        metrics = scorecard(gen, self.reference, seed)
-        codes_fid, codes_std = fid_bootstrap(gen["codes"].double(), self.code_reference, seed)
-        metrics["fid_codes"] = value(codes_fid, codes_std, len(images))
+        refs = self.floor_references if floor else self.references
+        metrics = space_metrics(gen["features"], refs[0], seed)
+        if "second" in gen:
+            metrics["fid_second"] = value(*fid_bootstrap(gen["second"], refs[1], seed), len(images))
+        metrics.update(class_scores(gen["logits"], seed))
+        metrics.update(memorisation(images, self.train_images, self.memory["test_nn"], self.memory["train_nn"],
+                                    self.memory["test_authenticity"]))
+        n_ref = len(refs[0]["features"])
+        what = f"the odd-numbered half of {self.dataset} {self.split}" if floor else f"{self.dataset} {self.split}"
         return {
             "metrics": metrics,
             "n": len(images),
-            "reference": {"dataset": self.dataset, "split": self.split, "n": len(self.reference["features"])},
-            "extractor": {"name": self.extractor.name, **self.extractor.info},
-            "second_extractor": {"name": self.codes.name, **self.codes.info},
+            "reference": {"dataset": self.dataset, "split": self.split, "n": n_ref, "what": what},
+            "spaces": [describe_space(s) for s in self.spaces],
+            "classifier": describe_space(self.classifier),
             "samples": meta or {},
         }
+
+
+def space_caption(result):
+    spaces = result["spaces"]
+    second = f"; second space {spaces[1]['version']}" if len(spaces) > 1 else ""
+    return f"features {spaces[0]['version']} ({spaces[0]['name']}){second}"
 
 
 def scorecard_table(result, title="scorecard"):
     samples = result["samples"]
     ref = result["reference"]
-    caption = (f"N = {result['n']} vs {ref['dataset']} {ref['split']} (N = {ref['n']}); sampler "
-               f"{samples.get('sampler', 'not recorded')}, NFE {samples.get('nfe', 'not recorded')}; features {result['extractor']['name']} "
-               f"(test accuracy {result['extractor']['test_accuracy']:.2%}); ± is one standard error/deviation")
+    caption = (f"N = {result['n']} vs {ref['what']} (N = {ref['n']}); sampler {samples.get('sampler', 'not recorded')}, "
+               f"NFE {samples.get('nfe', 'not recorded')}; {space_caption(result)}; class metrics "
+               f"{result['classifier']['version']}; ± is one standard error/deviation")
     table = Table("metric", "value ± uncertainty", "better", title=title, caption=caption)
     for key, label, higher in METRICS:
-        better = {True: "higher", False: "lower"}.get(higher, higher)
-        table.add_row(label, str(result["metrics"][key]), better)
+        if key in result["metrics"]:
+            better = {True: "higher", False: "lower"}.get(higher, higher)
+            table.add_row(label, str(result["metrics"][key]), better)
     table.add_row("class histogram", " ".join(map(str, result["metrics"]["class_histogram"])), "flat")
     return table
+
+
+def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_root=None, device="auto",
+                  features=DEFAULT_FEATURES, value_range=None, console=None):
+    """`diffkit.evaluate`'s body: samples from anywhere (a Samples, an array or tensor, a path) scored like
+    the command line scores them, refusing what it refuses."""
+    import numpy as np
+
+    from diffkit.generate import Samples
+    from diffkit_eval.inputs import parse_range, read_images, to_pixels
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000):
+        raise DiffkitError(f"n must be a positive integer up to 1,000,000, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DiffkitError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
+    if reference not in ("test", "train"):
+        raise DiffkitError(f"unknown reference split {reference!r}; choose test or train")
+    value_range = parse_range(value_range)
+    meta = {}
+    if isinstance(samples, Samples):
+        images, meta = samples.images, samples.meta
+    elif isinstance(samples, (str, Path)):
+        images, meta = read_images(samples, n, value_range)
+    elif isinstance(samples, (torch.Tensor, np.ndarray)):
+        array = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else samples
+        images = to_pixels(array, "the images given", value_range)
+    else:
+        raise DiffkitError(f"diffkit.evaluate takes a Samples, an array or tensor of images, or a path; got "
+                           f"{type(samples).__name__}")
+    if n is not None:
+        if n > len(images):
+            raise DiffkitError(f"n = {n} exceeds the {len(images)} images given")
+        images = images[:n]
+    dataset = dataset or meta.get("config", {}).get("dataset", "mnist")
+    return Evaluator(dataset, reference, data_root, console, device, features).score(images, meta, seed)

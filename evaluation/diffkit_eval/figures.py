@@ -52,9 +52,14 @@ def pair_figures(result, train_images, folder):
 
 
 def comparison_figures(comparison, rows, folder, logs):
-    """The comparison's plots; returns {name: file} for those drawn (some need several steps or sizes)."""
+    """The comparison's plots; returns {name: file} for those drawn (some need several steps or sizes). Every
+    axis that shows a score names the feature space it was measured in."""
     pairs = [r for r in rows if not r["reference_row"]]
     made = {}
+    space = comparison["spaces"][0]["version"] if comparison["spaces"] else "?"
+
+    def in_space(name):
+        return f"{name} ({space})"
 
     def losses(fig):
         ax = fig.gca()
@@ -87,7 +92,7 @@ def comparison_figures(comparison, rows, folder, logs):
                     style = dict(linestyle="--", color="black") if row["model"] == "floor" else \
                         dict(linestyle=":", color="grey") if row["reference_row"] else {}
                     ax.plot(sizes, [row["curve"][n][key] for n in sizes], marker="o", label=row["label"], **style)
-                ax.set(xlabel="samples N", ylabel=key.upper() if key != "coverage" else key, xscale="log",
+                ax.set(xlabel="samples N", ylabel=in_space(key.upper() if key != "coverage" else key), xscale="log",
                        yscale="log" if key == "fid" else "linear")
                 ax.legend(fontsize=5)
 
@@ -105,7 +110,7 @@ def comparison_figures(comparison, rows, folder, logs):
                 for (model, sampler), rs in multi.items():
                     ax.errorbar([r["steps"] for r in rs], [r[key] for r in rs], [r[f"{key}_std"] for r in rs],
                                 label=f"{model} / {sampler}", marker="o", capsize=2)
-                ax.set(xlabel="sampling steps", ylabel=key, xscale="log")
+                ax.set(xlabel="sampling steps", ylabel=in_space(key), xscale="log")
                 ax.legend(fontsize=6)
 
         figure(folder / "metrics-vs-steps.png", against_steps, size=(8, 6))
@@ -131,7 +136,7 @@ def comparison_figures(comparison, rows, folder, logs):
                     best = [r for r in rs if r["frontier"] and r[x_key] is not None]
                     ax.scatter([r[x_key] for r in best], [r["fid"] for r in best], s=90, facecolors="none",
                                edgecolors="black", label="Pareto-optimal (NFE, FID)")
-                    ax.set(xlabel=x_label, ylabel="FID", xscale="log", title=model)
+                    ax.set(xlabel=x_label, ylabel=in_space("FID"), xscale="log", title=model)
                     ax.legend(fontsize=6)
 
         figure(folder / "frontier.png", frontier, size=(10, 3.6 * len(per_model)))
@@ -145,7 +150,7 @@ def comparison_figures(comparison, rows, folder, logs):
                 for (model, sampler, steps, option), rs in sweeps.items():
                     ax.errorbar([r["sampler_options"][option] for r in rs], [r[key] for r in rs],
                                 [r[f"{key}_std"] for r in rs], label=f"{model} / {sampler}-{steps}", marker="o", capsize=2)
-                    ax.set(xlabel=option, ylabel=label)
+                    ax.set(xlabel=option, ylabel=in_space(label) if key == "fid" else label)
                 ax.legend(fontsize=6)
 
         figure(folder / "metrics-vs-option.png", against_option, size=(9, 3.6))

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_kid import kid_features_to_metric
 
 from diffkit.errors import DiffkitError
 
@@ -64,16 +63,59 @@ def from_plain(obj):
     return obj
 
 
+def fid_statistics(features):
+    """The FID statistics of a feature set, {"mu", "sigma"} in float64: computed here and nowhere else."""
+    stats = fid_features_to_statistics(features.double())
+    return {"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])}
+
+
+def fid_from_statistics(stats, ref_stats):
+    as_numpy = [{k: s[k].numpy() for k in ("mu", "sigma")} for s in (stats, ref_stats)]
+    return float(fid_statistics_to_metric(*as_numpy, verbose=False)["frechet_inception_distance"])
+
+
 def fid(gen, ref_stats):
-    stats = fid_features_to_statistics(gen.double())
-    return fid_statistics_to_metric(stats, ref_stats, verbose=False)["frechet_inception_distance"]
+    return fid_from_statistics(fid_statistics(gen), ref_stats)
 
 
 def fid_bootstrap(gen, ref_stats, seed=0):
-    """FID and its spread over bootstrap resamples of the generated set."""
+    """FID (torch-fidelity's) and its spread over bootstrap resamples of the generated set. The resamples use
+    tr √(Σ₁Σ₂) = Σ √λ(Σ₂^½ Σ₁ Σ₂^½), with Σ₂^½ computed once: the same figure in a tenth of the time."""
     g = torch.Generator().manual_seed(seed)
-    rounds = [fid(gen[torch.randint(0, len(gen), (len(gen),), generator=g)], ref_stats) for _ in range(BOOTSTRAP_ROUNDS)]
+    gen = gen.double()
+    mu2, sigma2 = ref_stats["mu"].double(), ref_stats["sigma"].double()
+    values, vectors = torch.linalg.eigh(sigma2)
+    root2 = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    rounds = []
+    for _ in range(BOOTSTRAP_ROUNDS):
+        sample = gen[torch.randint(0, len(gen), (len(gen),), generator=g)]
+        mu1, centred = sample.mean(dim=0), sample - sample.mean(dim=0)
+        sigma1 = centred.T @ centred / (len(sample) - 1)
+        cross = torch.linalg.eigvalsh(root2 @ sigma1 @ root2).clamp(min=0).sqrt().sum()
+        rounds.append(float((mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * cross))
     return fid(gen, ref_stats), float(np.std(rounds))
+
+
+def kid(features, ref_features, subset_size, seed=0):
+    """KID: the unbiased MMD² with the polynomial kernel (x·y/d + 1)³ over KID_SUBSETS random subsets of
+    `subset_size`, drawn as torch-fidelity draws them (numpy's RandomState(seed)), its arithmetic in torch:
+    (mean, spread over subsets), equal to torch-fidelity's kid_features_to_metric to float32 rounding (tested)."""
+    rng = np.random.RandomState(seed)
+    x_all, y_all = features.float(), ref_features.float()
+    m, d = subset_size, x_all.shape[1]
+
+    def kernel_sum(a, b, off_diagonal):
+        k = torch.addmm(torch.ones(()), a, b.T, alpha=1 / d).pow_(3)
+        total = k.sum(dim=1).double().sum()  # rows in float32, their total in float64
+        return total - k.diagonal().double().sum() if off_diagonal else total
+
+    mmds = []
+    for _ in range(KID_SUBSETS):
+        x = x_all[torch.from_numpy(rng.choice(len(x_all), m, replace=False))]
+        y = y_all[torch.from_numpy(rng.choice(len(y_all), m, replace=False))]
+        within = kernel_sum(x, x, True) + kernel_sum(y, y, True)
+        mmds.append(float(within / (m * (m - 1)) - 2 * kernel_sum(x, y, False) / (m * m)))
+    return float(np.mean(mmds)), float(np.std(mmds))
 
 
 def knn_space(features):
@@ -83,10 +125,18 @@ def knn_space(features):
     return features.float() / features.float().norm(dim=1, keepdim=True).clamp(min=1e-8)
 
 
+def squared_distances(a, b, b_squared=None):
+    """|a_i − b_j|² for every i, j, as one matrix product (what torch.cdist does for large sets, without the
+    square root: the k-NN metrics compare squared distances with squared radii)."""
+    b_squared = b.pow(2).sum(dim=1) if b_squared is None else b_squared
+    return torch.addmm(b_squared[None], a, b.T, alpha=-2).add_(a.pow(2).sum(dim=1, keepdim=True)).clamp_(min=0)
+
+
 def kth_radius(features, k):
     """Distance of each point to its k-th nearest neighbour in the same set (itself excluded)."""
-    return torch.cat([torch.cdist(chunk, features).topk(k + 1, dim=1, largest=False).values[:, k]
-                      for chunk in features.split(2000)])
+    b_squared = features.pow(2).sum(dim=1)
+    return torch.cat([squared_distances(chunk, features, b_squared).topk(k + 1, dim=1, largest=False).values[:, k]
+                      for chunk in features.split(2000)]).sqrt()
 
 
 def knn_reference(ref, n, seed=0):
@@ -108,14 +158,15 @@ def neighbourhood_metrics(gen, ref, ref_radius_pr, ref_radius_dc):
 
     Same definitions as torch-fidelity's prc_features_to_metric (tested equal); computing them here
     shares the one distance matrix and reuses the cached reference radii."""
-    gen_radius = kth_radius(gen, PR_K)
+    gen_radius2 = kth_radius(gen, PR_K).pow(2)
+    pr2, dc2, ref_squared = ref_radius_pr.pow(2)[None], ref_radius_dc.pow(2)[None], ref.pow(2).sum(dim=1)
     in_ref_ball, in_gen_ball, dc_count, covered = [], torch.zeros(len(ref), dtype=torch.bool), [], torch.zeros(len(ref), dtype=torch.bool)
-    for chunk, radius in zip(gen.split(2000), gen_radius.split(2000)):
-        d = torch.cdist(chunk, ref)  # (chunk, M)
-        in_ref_ball.append((d <= ref_radius_pr[None]).any(dim=1))
-        in_gen_ball |= (d <= radius[:, None]).any(dim=0)
-        inside_dc = d <= ref_radius_dc[None]
-        dc_count.append(inside_dc.sum(dim=1))
+    for chunk, radius2 in zip(gen.split(2000), gen_radius2.split(2000)):
+        d2 = squared_distances(chunk, ref, ref_squared)  # (chunk, M)
+        in_ref_ball.append((d2 <= pr2).any(dim=1))
+        in_gen_ball |= (d2 <= radius2[:, None]).any(dim=0)
+        inside_dc = d2 <= dc2
+        dc_count.append(inside_dc.view(torch.uint8).sum(dim=1, dtype=torch.int32))
         covered |= inside_dc.any(dim=0)
     n, m = len(gen), len(ref)
     precision, recall = torch.cat(in_ref_ball).double().mean(), in_gen_ball.double().mean()
@@ -155,18 +206,42 @@ def class_scores(logits, seed=0):
     }
 
 
+def _centred(images):
+    """uint8 pixels as int8 around 128: exact integer dot products, 4× the speed of float32 matrix products."""
+    return (torch.as_tensor(images).flatten(1).to(torch.int16) - 128).to(torch.int8)
+
+
+def _int_dot(a, b_t):
+    """a (n, d) · b_t (d, m) in int32, exactly: int8 products through torch._int_mm where this torch has it,
+    else in float64 (also exact, slower)."""
+    try:
+        return torch._int_mm(a, b_t)
+    except (AttributeError, RuntimeError):
+        return (a.double() @ b_t.double()).to(torch.int32)
+
+
 def nearest_training(images, train_images, exclude_self=False):
     """(distance, index) of each image's nearest training image, in pixel L2 (images in [0, 1]).
-    exclude_self: images *are* train_images, and each one's own zero distance is skipped."""
-    train = train_images.flatten(1).float() / 255
+    exclude_self: images *are* train_images, and each one's own zero distance is skipped.
+
+    The products of centred pixels are exact integers; the nearest image is their float32 argmin of
+    |b|² − 2a·b (the same on every machine: elementwise float32 rounding is exact IEEE), and its distance
+    is then computed exactly from the integers."""
+    train = _centred(train_images)
+    train_t, train_sq = train.T.contiguous(), train.to(torch.int64).pow(2).sum(dim=1)
+    train_sq_float = train_sq.float()[None]
     found, start = [], 0
-    for chunk in torch.as_tensor(images).split(1000):
-        d = torch.cdist(chunk.flatten(1).float() / 255, train)
+    for chunk in torch.as_tensor(images).split(1024):
+        a = _centred(chunk).contiguous()
+        dot = _int_dot(a, train_t)
+        score = dot.float().mul_(-2).add_(train_sq_float)
         if exclude_self:
-            d[torch.arange(len(chunk)), torch.arange(start, start + len(chunk))] = float("inf")
-        found.append(d.min(dim=1))
+            score[torch.arange(len(chunk)), torch.arange(start, start + len(chunk))] = float("inf")
+        index = score.argmin(dim=1)
+        squared = a.to(torch.int64).pow(2).sum(dim=1) + train_sq[index] - 2 * dot.gather(1, index[:, None])[:, 0]
+        found.append((squared.double().sqrt() / 255, index))
         start += len(chunk)
-    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
+    return torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
 
 
 def memorisation(gen_images, train_images, test_nn, train_nn, test_authenticity):
@@ -203,11 +278,9 @@ def size_curve(features, ref, sizes, seed=0, draws=3):
         rounds = []
         for pick in picks:
             sub = features[pick]
-            kid = kid_features_to_metric(sub.float(), ref_features, kid_subsets=KID_SUBSETS,
-                                         kid_subset_size=min(1000, size, len(ref_features)), kid_degree=3,
-                                         kid_gamma=None, kid_coef0=1, verbose=False, rng_seed=seed)
+            kid_mean = kid(sub, ref_features, min(1000, size, len(ref_features)), seed)[0]
             coverage = neighbourhood_metrics(knn_space(sub), *knn_reference(ref, size, seed))["coverage"].value
-            rounds.append((fid(sub, ref["fid_stats"]), kid["kernel_inception_distance_mean"], coverage))
+            rounds.append((fid(sub, ref), kid_mean, coverage))
         spread = np.std(rounds, axis=0) if len(rounds) > 1 else [math.nan] * 3
         curve[size] = {key: value(np.mean([r[i] for r in rounds]), spread[i], size)
                        for i, key in enumerate(("fid", "kid", "coverage"))}
@@ -249,27 +322,17 @@ def vendi_score(features, seed=0):
     return value(vendi(x), np.std(boot), len(x))
 
 
-def scorecard(gen, ref, seed=0):
-    """All metrics of a generated set against a reference.
-
-    gen: {"features", "logits", "images"};
-    ref: {"features", "fid_stats", "pr_radii", "dc_radii", "train_images", "test_nn", "train_nn",
-    "test_authenticity"}."""
-    n, m = len(gen["features"]), len(ref["features"])
+def space_metrics(features, ref, seed=0):
+    """The metrics of one feature space: FID, KID, precision/recall, density/coverage and Vendi of generated
+    features against a reference (`reference.space_reference`)."""
+    n, m = len(features), len(ref["features"])
     if n < MIN_SAMPLES:
         raise DiffkitError(f"{n} samples are too few: the metrics need at least {MIN_SAMPLES} (use 10,000 for figures to report)")
-    features = gen["features"].double()
-    ref_features = ref["features"].double()
-    fid_value, fid_std = fid_bootstrap(features, ref["fid_stats"], seed)
-    kid = kid_features_to_metric(features.float(), ref_features.float(), kid_subsets=KID_SUBSETS,
-                                 kid_subset_size=min(1000, n, m), kid_degree=3, kid_gamma=None, kid_coef0=1,
-                                 verbose=False, rng_seed=seed)
+    fid_value, fid_std = fid_bootstrap(features, ref, seed)
+    kid_mean, kid_std = kid(features, ref["features"], min(1000, n, m), seed)
     return {
         "fid": value(fid_value, fid_std, n),
-        "kid": value(kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"], n),
-        **neighbourhood_metrics(knn_space(gen["features"]), *knn_reference(ref, n, seed)),
-        "vendi": vendi_score(gen["features"], seed),
-        **class_scores(gen["logits"], seed),
-        **memorisation(gen["images"], ref["train_images"], ref["test_nn"], ref["train_nn"],
-                        ref["test_authenticity"]),
+        "kid": value(kid_mean, kid_std, n),
+        **neighbourhood_metrics(knn_space(features), *knn_reference(ref, n, seed)),
+        "vendi": vendi_score(features, seed),
     }

@@ -1,5 +1,12 @@
-"""The report's text, as Markdown: report.md (every pair and both reference rows) and one page per pair."""
+"""The report's text, as Markdown: report.md (every pair and both reference rows) and one page per pair.
 
+The report answers first: which pair is best, the verdict of every other pair against it in words, the distance
+from the floor, and the samples side by side; the full scorecard follows. The Markdown holds a little HTML
+(hover titles, a collapsible section, the row of grids), which report.html renders and Markdown viewers show;
+every piece of text that comes from a config or a file is escaped.
+"""
+
+import html
 import json
 
 from diffkit_eval.evaluate import METRICS
@@ -8,13 +15,57 @@ from diffkit_eval.summary import ALPHA, SIGMAS, standing
 
 
 def cell(text):
-    """Text that is safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|")
+    """Text that is safe inside a Markdown table cell of a page that renders HTML."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
 
 
-def table(header, rows):
-    return ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header),
+def table(header, rows, numeric=()):
+    """A Markdown table; the columns whose index is in `numeric` are right-aligned. Header cells are taken as
+    they are (they may hold a hover title from `tip`); body cells are escaped."""
+    align = "|" + "".join("---:|" if i in numeric else "---|" for i in range(len(header)))
+    heads = [str(h) if str(h).startswith("<span title=") else cell(h) for h in header]
+    return ["| " + " | ".join(h.replace("|", "\\|") if h.startswith("<span") else h for h in heads) + " |", align,
             *("| " + " | ".join(cell(c) for c in r) + " |" for r in rows)]
+
+
+def tip(label, title):
+    """A column header that explains itself on hover."""
+    return f'<span title="{html.escape(title)}">{html.escape(label)}</span>'
+
+
+def p_text(p):
+    """A p-value as a reader takes it: `p < 1e-16` rather than the `p = 0` that float rounding prints."""
+    return "p < 1e-16" if p < 1e-16 else f"p = {p:.2g}"
+
+
+def verdict_words(row):
+    """The verdict of a row against the best pair, in words: "best", "~ (p = 0.3)", "worse by 14 ± 3 (p = 0.001)"."""
+    if not row["verdict_vs_best"]:
+        return "best"
+    if row["verdict_vs_best"] == "~":
+        return f"~ ({p_text(row['p_vs_best'])})"
+    return (f"{row['verdict_vs_best']} by {abs(row['fid_above_best']):.3g} ± {row['fid_above_best_std']:.2g} "
+            f"({p_text(row['p_vs_best'])})")
+
+
+TIPS = {
+    "fid": "Fréchet distance between the Gaussians fitted to the samples' and the reference's features: lower is better",
+    "kid": "Kernel distance (polynomial-kernel MMD²): lower is better, unbiased at small N",
+    "precision": "Share of samples inside the real images' k-NN balls (k = 3): fidelity",
+    "recall": "Share of real images inside the samples' k-NN balls (k = 3): diversity",
+    "density": "How many real k-NN balls (k = 5) hold each sample, over k: fidelity robust to outliers",
+    "coverage": "Share of real images whose k-NN ball (k = 5) holds a sample: diversity robust to outliers",
+    "vendi": "Effective number of distinct samples (exp of the entropy of the cosine kernel's spectrum)",
+    "fid_second": "FID in the second feature space: a ranking that holds in both spaces is a finding",
+    "inception_score": "The classifier's Inception-Score analogue: confident and diverse classes score high",
+    "class_entropy": "Entropy of the classifier's class histogram of the samples; ln 10 = 2.303 is every digit equally",
+    "class_kl_uniform": "KL divergence of the class histogram from uniform: 0 is every digit equally",
+    "mean_confidence": "The classifier's mean top probability on the samples",
+    "nn_distance_ratio": "Median pixel distance to the nearest training image, over that of unseen test images: below 1 is copying",
+    "near_copies": "Share of samples closer to a training image than 99% of test images are",
+    "authenticity": "Share of samples farther from their nearest training image than its own nearest neighbour (Alaa et al.)",
+}
+MAIN = ("fid", "kid", "precision", "recall", "coverage", "fid_second", "class_entropy")
 
 
 def _num(x, digits=0):
@@ -30,52 +81,117 @@ def page_link(row, prefix=""):
 
 
 FLIP_CLARITY = {(): "within the uncertainty in both spaces (noise)",
-                ("fid",): "clear in the classifier's features only",
-                ("fid_codes",): "clear in the autoencoder's codes only",
-                ("fid", "fid_codes"): "clear in both: the feature spaces disagree"}
+                ("fid",): "clear in the primary space only",
+                ("fid_second",): "clear in the second space only",
+                ("fid", "fid_second"): "clear in both: the feature spaces disagree"}
+
+
+def spaces_text(comparison):
+    """The feature spaces every figure is measured in, by version."""
+    spaces, classifier = comparison["spaces"], comparison["classifier"]
+    text = f"Primary feature space `{spaces[0]['version']}` ({spaces[0]['name']}"
+    text += f", test accuracy {spaces[0]['test_accuracy']:.2%})" if "test_accuracy" in spaces[0] else ")"
+    if len(spaces) > 1:
+        text += f"; second space `{spaces[1]['version']}` ({spaces[1]['name']})"
+    return text + f"; class metrics from `{classifier['version']}`"
+
+
+def summary_markdown(comparison, summary, made):
+    """The answer first: the best pair in each space, every pair's verdict against it, the floor, the seeds."""
+    rows, pairs = summary["rows"], [r for r in summary["rows"] if not r["reference_row"]]
+    spaces = comparison["spaces"]
+    best = next(r for r in pairs if not r["verdict_vs_best"])
+    floor = next((r for r in rows if r["model"] == "floor"), None)
+    lines = ["## Summary", ""]
+    text = (f"**Best pair: {cell(best['label'])}**, FID {best['fid']:.3g} ± {best['fid_std']:.2g} in "
+            f"`{spaces[0]['version']}`")
+    if "fid_second" in best:
+        second = min(pairs, key=lambda r: r["fid_second"])
+        text += (f"; in the second space, `{spaces[1]['version']}`, the best is "
+                 + ("the same pair" if second is best else f"{cell(second['label'])}")
+                 + f" (FID {second['fid_second']:.3g} ± {second['fid_second_std']:.2g})")
+    lines += [text + ".", ""]
+    if floor and best["floor_fid"]:
+        lines += [f"Real digits (the floor) score FID {best['floor_fid']:.3g} at N = {best['n']:,}: the best pair is "
+                  f"{best['floor_ratio']:.1f}× the floor.", ""]
+    seeds = sorted({len(r["seeds"]) for r in pairs if not r["imported"]})
+    if seeds == [1]:
+        lines += ["**One training seed per model: the verdicts cover sampling noise only.** Two models trained with "
+                  "different seeds differ by more than that; add `seeds = [0, 1, 2]` to `[compare]`.", ""]
+    elif seeds:
+        lines += [f"Verdicts between pairs with several training seeds come from a Welch t-test over the seeds "
+                  f"({', '.join(map(str, seeds))} seeds per model).", ""]
+    header = ["pair", tip("N", "Samples scored: FID falls as N grows, so compare FIDs at equal N"),
+              tip("FID", TIPS["fid"]), tip("vs best", f"The verdict against the best pair at level {ALPHA}: "
+                                                      "~ is not distinguishable"),
+              tip("× floor", "FID over the floor's (real digits) at the same N")]
+    header += [tip("FID, second space", TIPS["fid_second"])] if "fid_second" in best else []
+    body = [[page_link(r), f"{r['n']:,}", f"{r['fid']:.4g} ± {r['fid_std']:.2g}", verdict_words(r),
+             _num(r["floor_ratio"], 1)] + ([f"{r['fid_second']:.4g} ± {r['fid_second_std']:.2g}"] if "fid_second" in r
+                                           else []) for r in pairs]
+    lines += table(header, body, numeric={1, 2, 4, 5}) + [""]
+    if len({r["n"] for r in pairs}) > 1:
+        lines += ["**The pairs were scored on different N.** FID falls as N grows (Chong & Forsyth 2020): compare "
+                  "their × floor, which divides by the floor at each pair's own N, or their FID∞ below.", ""]
+    figures = "".join(f'<figure><img src="figures/{made["pairs"][r["slug"]]["grid"]}" alt="samples of '
+                      f'{html.escape(r["label"])}"><figcaption>{html.escape(r["label"])}<br>FID {r["fid"]:.3g}'
+                      f'</figcaption></figure>' for r in pairs)
+    lines += [f'<div class="grids">{figures}</div>', ""]
+    return lines
+
+
+def scores_markdown(rows, made):
+    """The scorecard: the main metrics in one table, every metric in a collapsible one."""
+    marks = {key: standing(rows, key, higher) if isinstance(higher, bool) else [""] * len(rows)
+             for key, _, higher in METRICS if key in rows[0]}
+
+    def metric_table(keys):
+        shown = [m for m in METRICS if m[0] in keys and m[0] in rows[0]]
+        body = []
+        for i, r in enumerate(rows):
+            cells = [page_link(r), sampler_cell(r), r["steps"] or "-", r["nfe"] or "-", len(r["seeds"]) or "-"]
+            cells += [f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + {"best": " ★", "≈ best": " ☆"}.get(marks[key][i], "")
+                      for key, _, _ in shown]
+            body.append(cells)
+        header = ["pair", "sampler", "steps", "NFE", "seeds"] + [tip(label, TIPS[key]) for key, label, _ in shown]
+        return table(header, body, numeric=set(range(2, len(header))))
+
+    lines = ["## Scores", "", f"★ best pair on a metric; ☆ within {SIGMAS} combined standard errors of it. Hover a "
+             f"column's name for what it measures. The last two rows are references, not generators.", ""]
+    lines += metric_table(MAIN)
+    lines += ["", "<details><summary>Every metric, the memorisation figures included</summary>", ""]
+    lines += metric_table([key for key, _, _ in METRICS])
+    lines += ["", "</details>", ""]
+    return lines
 
 
 def report_markdown(comparison, summary, made):
-    s, ex, ae = comparison["settings"], comparison["extractor"], comparison["second_extractor"]
+    s = comparison["settings"]
     rows, pairs = summary["rows"], [r for r in summary["rows"] if not r["reference_row"]]
-    seeds = sorted({len(r["seeds"]) for r in pairs})
-    lines = ["# diffkit comparison", "",
-             f"N = {s['samples']} samples per pair and training seed, scored against {s['dataset']} {s['reference']} "
-             f"(held-out: {s['reference'] == 'test'}); sampling seed {s['seed']}. Features: `{ex.get('name')}` "
-             f"(classifier test accuracy {ex.get('test_accuracy', 0):.2%}); second feature space `{ae.get('name')}` "
-             f"(an autoencoder's 64-d codes, test RMSE {ae.get('test_rmse', 0):.3f}). ± is one standard error "
-             f"(FID: bootstrap; KID: spread over subsets; rates: binomial); with several training seeds, the standard "
-             f"error of the mean over seeds. **best** marks the best pair per metric and **≈ best** the pairs within "
-             f"{SIGMAS} combined standard errors of it. k-NN metrics compare against an equal-sized random subset of the "
-             f"reference. The last two rows are references, not generators: the **floor** (real training images: what a "
-             f"perfect generator of the training distribution scores at this N) and a **copy** baseline (training images "
-             f"plus faint pixel noise), which the memorisation columns must flag: NN-train distance ratio ≈ 1 and "
-             f"authenticity ≈ {_test_authenticity(comparison):.3f} for unseen real "
-             f"digits, far lower for copies.", ""]
-    if seeds == [1]:
-        lines += ["**One training seed per model: the verdicts below cover sampling noise only.** Two models trained "
-                  "with different seeds differ by more than that; add `seeds = [0, 1, 2]` to `[compare]`.", ""]
-    lines += ["## Scores", ""]
-    marks = {key: standing(rows, key, higher) if isinstance(higher, bool) else [""] * len(rows)
-             for key, _, higher in METRICS}
-    body = []
-    for i, r in enumerate(rows):
-        cells = [page_link(r), sampler_cell(r), r["steps"] or "-", r["nfe"] or "-", len(r["seeds"]) or "-"]
-        for key, _, _ in METRICS:
-            mark = marks[key][i]
-            cells.append(f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + (f" **{mark}**" if mark else ""))
-        body.append(cells)
-    lines += table(["pair", "sampler", "steps", "NFE", "seeds"] + [label for _, label, _ in METRICS], body)
+    lines = ["# diffkit comparison", ""]
+    lines += summary_markdown(comparison, summary, made)
+    lines += scores_markdown(rows, made)
+    lines += ["## How to read these figures", "",
+              f"N = {s['samples']} samples per pair and training seed, scored against {s['dataset']} {s['reference']} "
+              f"(held-out: {s['reference'] == 'test'}); sampling seed {s['seed']}. {spaces_text(comparison)}: every "
+              f"score is a number in these spaces, comparable only with numbers in the same versions. ± is one "
+              f"standard error (FID: bootstrap; KID: spread over subsets; rates: binomial); with several training "
+              f"seeds, the standard error of the mean over seeds. k-NN metrics compare against an equal-sized random "
+              f"subset of the reference. The **floor** is real images of the reference split's even-numbered half "
+              f"scored against its odd-numbered half: what a perfect generator scores, the same on every machine. The "
+              f"**copy** baseline (training images plus faint pixel noise) is what the memorisation columns must flag: "
+              f"NN-train distance ratio ≈ 1 and authenticity ≈ {_test_authenticity(comparison):.3f} for unseen real "
+              f"digits, far lower for copies.", ""]
     lines += ["", "## Training seeds and verdicts", "",
               f"FID of each training seed, their mean ± standard deviation, and the per-sample standard error of that "
               f"mean. *vs best*: the verdict against the best pair at level {ALPHA} (better / worse / ~).", ""]
     lines += table(["pair", "seeds", "FID per seed", "mean ± sd over seeds", "per-sample SE", "vs best"],
                    [[r["label"], ", ".join(map(str, r["seeds"])), ", ".join(f"{v:.3g}" for v in r["fid_seeds"]),
                      f"{r['fid']:.4g} ± {_g(r['fid_seed_std'])}", f"{r['fid_sample_std']:.2g}",
-                     r["verdict_vs_best"] or "best"] for r in pairs])
+                     verdict_words(r)] for r in pairs], numeric={2, 3, 4})
     lines += ["", "Every pair against every other on FID (row against column; p-value and test):", ""]
     lines += table([""] + [r["label"] for r in pairs],
-                   [[a["label"]] + ["" if v is None else f"{v[0]} (p = {v[1]:.2g}, {v[2]})" for v in verdict_row]
+                   [[a["label"]] + ["" if v is None else f"{v[0]} ({p_text(v[1])}, {v[2]})" for v in verdict_row]
                     for a, verdict_row in zip(pairs, summary["verdicts"])])
     lines += ["", "## Sample size and the floor", "",
               "FID falls as N grows (Chong & Forsyth 2020): compare only at equal N, or through FID∞, the intercept of "
@@ -86,17 +202,21 @@ def report_markdown(comparison, summary, made):
     if "sample_size" in made:
         lines += ["", f"![FID, KID and coverage against N, with the floor](figures/{made['sample_size']})"]
     agreement = summary["agreement"]
-    tau = "-" if agreement["kendall_tau"] is None else f"{agreement['kendall_tau']:.3f}"
-    lines += ["", "## Do the two feature spaces agree?", "",
-              f"Kendall's τ between the {agreement['pairs']} pairs' FID rankings in the classifier's features and in the "
-              f"autoencoder's codes: **{tau}** (1: the same order).", ""]
-    if agreement["flips"]:
-        lines += ["Pairs whose order flips between the two spaces (not a finding until it holds in both), and where "
-                  "each difference exceeds 2 combined standard errors:", ""]
-        lines += [f"- {cell(f['pair'][0])} ↔ {cell(f['pair'][1])}: {FLIP_CLARITY[tuple(f['clear_in'])]}"
-                  for f in agreement["flips"]]
-    else:
-        lines += ["No pair's order flips."]
+    if len(comparison["spaces"]) > 1:
+        tau = "-" if agreement["kendall_tau"] is None else f"{agreement['kendall_tau']:.3f}"
+        first, second = (sp["version"] for sp in comparison["spaces"][:2])
+        lines += ["", "## Do the two feature spaces agree?", "",
+                  f"Kendall's τ between the pairs' FID rankings in `{first}` and in `{second}`, over the "
+                  f"{agreement['clear_pairs']} of {agreement['row_pairs']} pairs of rows whose difference is clear (beyond "
+                  f"{SIGMAS} combined standard errors) in both: **{tau}** (1: the same order; - : no pair is clear in "
+                  f"both).", ""]
+        if agreement["flips"]:
+            lines += ["Pairs whose order flips between the two spaces (not a finding until it holds in both), and "
+                      "where each difference is clear:", ""]
+            lines += [f"- {cell(f['pair'][0])} ↔ {cell(f['pair'][1])}: {FLIP_CLARITY[tuple(f['clear_in'])]}"
+                      for f in agreement["flips"]]
+        else:
+            lines += ["No pair's order flips."]
     lines += ["", "## Cost", "", "**frontier** marks the pairs no other pair of the same model beats on both NFE and FID.", ""]
     lines += table(["model", "sampler", "steps", "NFE", "FID", "frontier", "training images", "training s", "sampling s",
                     "s per 1,000 images"],
@@ -116,7 +236,7 @@ def report_markdown(comparison, summary, made):
     lines += ["## Pairs", "", "Each pair's page shows its best and worst samples, their nearest training images, the "
               "class histogram, a reverse trajectory, its full config and provenance.", ""]
     for r in pairs:
-        lines += [f"### {page_link(r)}", "", f"![samples of {r['label']}](figures/{made['pairs'][r['slug']]['grid']})", ""]
+        lines += [f"### {cell(page_link(r))}", "", f"![samples of {cell(r['label'])}](figures/{made['pairs'][r['slug']]['grid']})", ""]
     return "\n".join(lines)
 
 
@@ -127,18 +247,20 @@ def _test_authenticity(comparison):
 def pair_markdown(row, results, figures, samples_folder):
     """A pair's page; its links are relative to REPORT_DIR/pairs/."""
     first = results[0]
-    lines = [f"# {row['label']}", "", "[← the comparison](../report.html)", "",
+    lines = [f"# {cell(row['label'])}", "", "[← the comparison](../report.html)", "",
              f"N = {row['n']} samples per training seed against {row['reference']}; figures from training seed "
              f"{first['train_seed']} (run `{first['run']}`).", "",
              "## Samples", "", f"![samples](../figures/{figures['grid']})", "",
              "Most confident (row 1) and least confident (row 3) samples by the classifier, each above its nearest "
              "training image (rows 2 and 4):", "", f"![best and worst with nearest training images](../figures/{figures['best_worst']})",
              "", "Generated class histogram:", "", f"![class histogram](../figures/{figures['classes']})", "",
-             "Reverse trajectory x_T → x_0 of the first samples:", "",
-             f"![reverse trajectory](../{samples_folder}/{first['samples_path'].stem}-path.png)", "",
+             *(["Reverse trajectory x_T → x_0 of the first samples:", "",
+                f"![reverse trajectory](../{samples_folder}/{first['samples_path'].stem}-path.png)", ""]
+               if first["samples_path"] else [f"Imported from `{first['meta'].get('source')}`.", ""]),
              "## Scores per training seed", ""]
     lines += table(["metric"] + [f"seed {r['train_seed']}" for r in results],
-                   [[label] + [str(r["score"]["metrics"][key]) for r in results] for key, label, _ in METRICS])
+                   [[label] + [str(r["score"]["metrics"][key]) for r in results]
+                    for key, label, _ in METRICS if key in first["score"]["metrics"]])
     lines += ["", "## Config and provenance", ""]
     for r in results:
         meta = r["meta"]

@@ -1,74 +1,78 @@
-"""Reference statistics of a real split, computed once per extractor and cached.
+"""The statistics stage: what a set of real images looks like in a feature space, computed once and cached.
 
-Held-out test images are the default reference; the memorisation figure always compares against
-the nearest-training-image distances of the test split, which no generator has seen.
+A space's reference holds the split's features, their FID statistics and the k-NN radii that precision,
+recall, density and coverage need. It is cached under the space's version and a hash of the images, so
+the same official test split gives the same reference on every machine.
+
+The memorisation reference (pixel-space distances of test images to their nearest training images) is the
+one figure that depends on the training split a machine holds: copying is measured against what a model
+could have seen. It is cached under the training data's hash.
 """
 
-import numpy as np
+import os
+from pathlib import Path
+
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from diffkit.atomic import atomic_path
-from diffkit.data import SPLITS, load_images
-from diffkit.errors import DiffkitError
-from diffkit_eval.netcache import cache_dir
-from diffkit_eval.metrics import DC_K, PR_K, knn_space, kth_radius, nearest_training
+from diffkit.data import default_cache_dir
+from diffkit_eval.features import extract, images_hash
+from diffkit_eval.metrics import DC_K, PR_K, fid_statistics, knn_space, kth_radius, nearest_training
+
+def cache_dir():
+    """Where evaluation caches live: $DIFFKIT_CACHE, else the user cache dir."""
+    return Path(os.environ.get("DIFFKIT_CACHE", default_cache_dir()))
 
 
-KEYS = {"features", "logits", "pr_radii", "dc_radii", "test_nn", "train_nn", "test_authenticity", "mu", "sigma"}
+SPACE_KEYS = {"features", "mu", "sigma", "pr_radii", "dc_radii"}
+MEMORY_KEYS = {"test_nn", "train_nn", "test_authenticity"}
 
 
-def _read_cache(path, keys=KEYS):
-    """The cached reference, or None when it is missing or unreadable (then it is computed again)."""
+def _cached(path, keys, compute):
+    """The tensors stored at `path`, or compute() stored there first (a missing or unreadable file is remade)."""
     try:
         stored = load_file(path)
+        if keys <= set(stored):
+            return stored
     except (OSError, SafetensorError, ValueError):
-        return None
-    return stored if keys <= set(stored) else None
-
-
-def _write_cache(path, stored):
+        pass
+    stored = compute()
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in stored.items()}, tmp)
+    return stored
 
 
-def fid_stats(features):
-    """torch-fidelity's {"mu", "sigma"} of a feature set, in float64."""
-    stats = fid_features_to_statistics(features.double())
-    return {"mu": stats["mu"].astype(np.float64), "sigma": stats["sigma"]}
+def reference_statistics(features):
+    """FID statistics and k-NN radii of a set of reference features (already extracted)."""
+    stats = fid_statistics(features)
+    points = knn_space(features)
+    return {"features": features, "mu": stats["mu"], "sigma": stats["sigma"],
+            "pr_radii": kth_radius(points, PR_K), "dc_radii": kth_radius(points, DC_K)}
 
 
-def load_code_reference(space, dataset, split="test", data_root=None):
-    """FID statistics of a split in a second feature space (the autoencoder's), cached under its name."""
-    path = cache_dir() / "references" / f"{space.name}-{split}.safetensors"
-    stored = _read_cache(path, {"mu", "sigma"})
-    if stored is None:
-        stats = fid_stats(space(load_images(dataset, split, data_root)))
-        stored = {"mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])}
-        _write_cache(path, stored)
-    return {"mu": stored["mu"].numpy().astype(np.float64), "sigma": stored["sigma"].numpy()}
+def space_reference(space, images, label):
+    """{"features", "mu", "sigma", "pr_radii", "dc_radii"} (and "logits" when the space has them) of the real
+    images in one space; `label` ("mnist-test", say) names the cache file beside the space and the images' hash."""
+    path = cache_dir() / "references" / f"{space.version}-{label}-{images_hash(images)[:16]}.safetensors"
+
+    def compute():
+        out = extract(space, images)
+        return {**reference_statistics(out["features"]), **({"logits": out["logits"]} if "logits" in out else {})}
+
+    return _cached(path, SPACE_KEYS, compute)
 
 
-def load_reference(extractor, dataset, split="test", data_root=None):
-    if split not in SPLITS:
-        raise DiffkitError(f"unknown reference split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = cache_dir() / "references" / f"{extractor.name}-{split}.safetensors"
-    train_images = load_images(dataset, "train", data_root)
-    stored = _read_cache(path)
-    if stored is None:
-        images = load_images(dataset, split, data_root)
-        out = extractor(images)
-        test = images if split == "test" else load_images(dataset, "test", data_root)
-        stats = fid_stats(out["features"])
-        stored = {"features": out["features"], "logits": out["logits"], "pr_radii": kth_radius(knn_space(out["features"]), PR_K),
-                  "dc_radii": kth_radius(knn_space(out["features"]), DC_K),
-                  "train_nn": nearest_training(train_images, train_images, exclude_self=True)[0]}
-        test_nn, nearest = nearest_training(test, train_images)
-        stored.update({"test_nn": test_nn, "test_authenticity": (test_nn > stored["train_nn"][nearest]).double().mean(),
-                       "mu": torch.from_numpy(stats["mu"]), "sigma": torch.from_numpy(stats["sigma"])})
-        _write_cache(path, stored)
-    return {**stored, "fid_stats": {"mu": stored["mu"].numpy().astype(np.float64), "sigma": stored["sigma"].numpy()},
-            "test_authenticity": float(stored["test_authenticity"]),
-            "train_images": train_images, "split": split, "dataset": dataset}
+def memorisation_reference(test_images, train_images):
+    """{"test_nn", "train_nn", "test_authenticity"}: each test image's and each training image's pixel distance to
+    its nearest (other) training image, and the authenticity of unseen real digits."""
+    key = images_hash(torch.cat([test_images, train_images]))[:16]
+
+    def compute():
+        train_nn = nearest_training(train_images, train_images, exclude_self=True)[0]
+        test_nn, nearest = nearest_training(test_images, train_images)
+        return {"test_nn": test_nn, "train_nn": train_nn,
+                "test_authenticity": (test_nn > train_nn[nearest]).double().mean().reshape(1)}
+
+    return _cached(cache_dir() / "references" / f"memorisation-{key}.safetensors", MEMORY_KEYS, compute)

@@ -2,6 +2,7 @@
 figures/. The folder opens from disk with no server: every image and link in the HTML is relative to it."""
 
 import csv
+import html
 import json
 from pathlib import Path
 
@@ -14,16 +15,26 @@ from diffkit_eval.metrics import plain
 from diffkit_eval.pages import pair_markdown, report_markdown
 from diffkit_eval.summary import summarise
 
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-         "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%;image-rendering:pixelated}"
-         "pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:11px}")
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2329;max-width:1180px;margin:auto;padding:1em 1.5em}
+h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.2em;border-bottom:1px solid #dde;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:12.5px;margin:.5em 0;display:block;overflow-x:auto}
+td,th{border:1px solid #d8dbe0;padding:3px 8px;white-space:nowrap;font-variant-numeric:tabular-nums}
+th{background:#f3f5f8}tr:nth-child(even) td{background:#fafbfc}span[title]{border-bottom:1px dotted #889;cursor:help}
+img{max-width:100%;image-rendering:pixelated}pre{background:#f6f7f9;padding:.5em;overflow:auto;font-size:11px}
+.grids{display:flex;flex-wrap:wrap;gap:14px;margin:.6em 0;width:fit-content;max-width:100%}.grids figure{margin:0;text-align:center;font-size:12px}
+.grids img{width:190px;border:1px solid #ccd}details{margin:.5em 0}summary{cursor:pointer;color:#35c}
+code{background:#f1f3f5;padding:0 3px;border-radius:3px}
+"""
 
 
 def html_page(md_text, title):
-    """Markdown (tables included) rendered by markdown-it, raw HTML in the text escaped."""
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md_text)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
-            f"<body>{body}</body></html>")
+    """Markdown (tables included) rendered by markdown-it with the report's own HTML (hover titles, details,
+    the grids), and a small embedded stylesheet: the page needs nothing from outside its folder. Text from
+    configs and files is escaped where the Markdown is written."""
+    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(md_text)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
 
 
 def write_report(comparison):
@@ -42,10 +53,10 @@ def write_report(comparison):
         md = pair_markdown(row, results, made["pairs"][row["slug"]], "samples")
         write_text(out / "pairs" / f"{row['slug']}.md", md)
         write_text(out / "pairs" / f"{row['slug']}.html", html_page(md, row["label"]))
-    record = {"settings": comparison["settings"], "models": comparison["models"], "extractor": comparison["extractor"],
-              "second_extractor": comparison["second_extractor"], "rows": rows, "verdicts": summary["verdicts"],
+    record = {"settings": comparison["settings"], "models": comparison["models"], "spaces": comparison["spaces"],
+              "classifier": comparison["classifier"], "rows": rows, "verdicts": summary["verdicts"],
               "agreement": summary["agreement"], "fid_matrix": comparison["fid_matrix"],
-              "versions": {r["pair"].slug(r["run"]): r["meta"]["versions"] for r in comparison["results"]}}
+              "versions": {r["pair"].slug(r["run"]): r["meta"].get("versions", {}) for r in comparison["results"]}}
     write_text(out / "metrics.json", json.dumps(plain(record), indent=2))
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         fields = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
@@ -56,3 +67,29 @@ def write_report(comparison):
     write_text(out / "report.md", md)
     write_text(out / "report.html", html_page(md, "diffkit comparison"))
     return rows
+
+
+def best_scores(folder):
+    """{run: {"fid", "label"}}: each run's best FID in the report folder's metrics.json (None without one);
+    a metrics.json that is not one diffkit wrote is one warning line, and its scores are left out."""
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        return None
+    scores = {}
+    try:
+        for row in json.loads(path.read_text()).get("rows", []):
+            if row.get("reference_row"):
+                continue
+            for run, fid in zip(row["runs"], row["fid_seeds"]):
+                if not isinstance(run, str) or isinstance(fid, bool) or not isinstance(fid, (int, float)):
+                    raise TypeError
+                if run not in scores or fid < scores[run]["fid"]:
+                    scores[run] = {"fid": float(fid), "label": str(row.get("label"))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[yellow]Warning: {escape(str(path))} is not a diffkit report; its scores are "
+                                   f"left out")
+        return {}
+    return scores

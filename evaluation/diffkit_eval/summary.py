@@ -34,6 +34,8 @@ def metric_fields(scores):
     """The METRICS fields of a row from one score per seed."""
     row = {}
     for key, _, _ in METRICS:
+        if key not in scores[0]["metrics"]:
+            continue
         estimates = [s["metrics"][key] for s in scores]
         row[key], row[f"{key}_std"], row[f"{key}_sample_std"], row[f"{key}_seed_std"] = pooled(estimates)
         row[f"{key}_seeds"] = [e.value for e in estimates]
@@ -59,7 +61,7 @@ def _row(scores, curves, **fields):
 
 
 def pair_row(pair, results):
-    """One row from the results of a pair's training seeds."""
+    """One row from the results of a pair's training seeds (an imported set: its one set of images)."""
     meta, n = results[0]["meta"], results[0]["score"]["n"]
     seconds = [r["meta"].get("seconds") for r in results]
     sampling = None if None in seconds else float(np.mean(seconds))
@@ -67,7 +69,8 @@ def pair_row(pair, results):
     return _row([r["score"] for r in results], [r["curve"] for r in results],
                 model=pair.model, sampler=meta["sampler"], steps=meta["steps"], nfe=meta["nfe"],
                 options=pair.options_text, label=pair.label, slug=pair.slug(), reference_row=False,
-                seeds=[r["train_seed"] for r in results], runs=[r["run"] for r in results],
+                seeds=[r["train_seed"] for r in results if r["train_seed"] is not None], runs=[r["run"] for r in results],
+                imported=pair.source is not None,
                 training_images=meta.get("images_seen"),
                 training_seconds=None if None in train_seconds else float(np.mean(train_seconds)),
                 sampling_seconds=sampling, seconds_per_1000=None if sampling is None else sampling / n * 1000,
@@ -79,7 +82,7 @@ def reference_row(reference):
     name = reference["name"]
     return _row([reference["score"]], [reference["curve"]],
                 model=name, sampler="-", steps=0, nfe=0, options="", slug=name,
-                label=f"{name} ({reference['info']['what']})", reference_row=True, seeds=[], runs=[],
+                label=f"{name} ({reference['info']['what']})", reference_row=True, seeds=[], runs=[], imported=False,
                 training_images=None, training_seconds=None, sampling_seconds=None, seconds_per_1000=None,
                 sampler_options={})
 
@@ -114,26 +117,50 @@ def standing(rows, key, higher):
 
 
 def pareto_optimal(row, rows):
-    """Whether no other pair of the same model is at least as good on both NFE and FID and better on one."""
-    return not any(o is not row and o["nfe"] <= row["nfe"] and o["fid"] <= row["fid"]
+    """Whether no other pair of the same model is at least as good on both NFE and FID and better on one
+    (an imported set, whose NFE is unknown, is on no frontier)."""
+    if row["nfe"] is None:
+        return False
+    return not any(o is not row and o["nfe"] is not None and o["nfe"] <= row["nfe"] and o["fid"] <= row["fid"]
                    and (o["nfe"] < row["nfe"] or o["fid"] < row["fid"]) for o in rows)
 
 
+def clear(a, b, key):
+    """Whether rows a and b differ on `key` by more than SIGMAS combined standard errors."""
+    return abs(a[key] - b[key]) > SIGMAS * math.hypot(a[f"{key}_std"], b[f"{key}_std"])
+
+
 def rank_agreement(rows):
-    """Kendall's τ between the pairs' FID rankings in the two feature spaces, and the pairs of rows whose
-    order flips between them, each with the spaces in which its difference exceeds SIGMAS combined standard
-    errors: a flip that is clear in neither is noise, one clear in both is a real disagreement."""
-    ranked = [r for r in rows if not r["reference_row"]]
-    flips = [{"pair": [a["label"], b["label"]],
-              "clear_in": [key for key in ("fid", "fid_codes")
-                           if abs(a[key] - b[key]) > SIGMAS * math.hypot(a[f"{key}_std"], b[f"{key}_std"])]}
+    """Whether the two feature spaces rank the pairs alike, counting only what the uncertainty lets one tell.
+
+    Kendall's τ is computed over the pairs of rows whose FID difference is clear (beyond SIGMAS combined
+    standard errors) in both spaces: (concordant − discordant) / their number, reported with that number, so
+    noise cannot make it −1. Every pair of rows whose order flips is listed with the spaces where its
+    difference is clear: in neither, noise; in both, a real disagreement."""
+    ranked = [r for r in rows if not r["reference_row"] and "fid_second" in r]
+    both = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:] if clear(a, b, "fid") and clear(a, b, "fid_second")]
+    concordant = sum((a["fid"] - b["fid"]) * (a["fid_second"] - b["fid_second"]) > 0 for a, b in both)
+    flips = [{"pair": [a["label"], b["label"]], "clear_in": [key for key in ("fid", "fid_second") if clear(a, b, key)]}
              for i, a in enumerate(ranked) for b in ranked[i + 1:]
-             if (a["fid"] - b["fid"]) * (a["fid_codes"] - b["fid_codes"]) < 0]
-    tau = None
-    if len(ranked) >= 2:
-        tau = stats.kendalltau([r["fid"] for r in ranked], [r["fid_codes"] for r in ranked]).statistic
-        tau = None if math.isnan(tau) else float(tau)
-    return {"kendall_tau": tau, "flips": flips, "pairs": len(ranked)}
+             if (a["fid"] - b["fid"]) * (a["fid_second"] - b["fid_second"]) < 0]
+    tau = (2 * concordant - len(both)) / len(both) if both else None
+    return {"kendall_tau": tau, "clear_pairs": len(both), "pairs": len(ranked),
+            "row_pairs": len(ranked) * (len(ranked) - 1) // 2, "flips": flips}
+
+
+def floor_at(floor, n):
+    """The floor's FID at N samples: measured where the floor has N images, else read off the line in 1/N
+    through its curve (the floor has half the reference split's images, fewer than a 10,000-sample pair)."""
+    if floor is None:
+        return None
+    curve = {size: values["fid"] for size, values in floor["curve"].items()}
+    if n in curve:
+        return curve[n]
+    if len(curve) < 2:
+        return None
+    x = np.array([1 / size for size in curve])
+    slope, intercept = np.polyfit(x, np.array(list(curve.values())), 1)
+    return float(intercept + slope / n)
 
 
 def summarise(comparison):
@@ -144,14 +171,16 @@ def summarise(comparison):
     references = [{**reference_row(r), "frontier": False} for r in comparison["references"]]
     floor = next((r for r in references if r["model"] == "floor"), None)
     for row in rows + references:
-        at_n = floor and floor["curve"].get(row["n"], {}).get("fid")
+        at_n = floor_at(floor, row["n"])
         row["floor_fid"] = at_n
         row["floor_ratio"] = row["fid"] / at_n if at_n else None
         infinite = floor and floor["fid_infinity"]
         row["floor_ratio_infinity"] = row["fid_infinity"] / infinite if infinite and row["fid_infinity"] is not None else None
     best = min(rows, key=lambda r: r["fid"]) if rows else None
     for row in rows:
-        row["verdict_vs_best"] = "" if row is best else verdict(row, best)[0]
+        row["verdict_vs_best"], row["p_vs_best"], row["test_vs_best"] = ("", None, None) if row is best else verdict(row, best)
+        row["fid_above_best"] = row["fid"] - best["fid"]
+        row["fid_above_best_std"] = math.hypot(row["fid_std"], best["fid_std"])
     verdicts = [[verdict(a, b) if a is not b else None for b in rows] for a in rows]
     return {"rows": rows + references, "verdicts": verdicts, "agreement": rank_agreement(rows),
             "seeded": any(len(r["seeds"]) > 1 for r in rows)}

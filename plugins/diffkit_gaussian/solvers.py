@@ -5,7 +5,7 @@ All three solve the probability-flow ODE from the network's x0 estimate D and th
 ε̂ = (x − a·D)/b, written so that a = 0 (flow's pure-noise end) stays finite:
 - `euler`: first order, x_t = a_t·D + b_t·ε̂ (for a Gaussian this is DDIM with eta = 0);
 - `heun`: Karras et al. 2022's second-order correction in the coordinates x/a, σ = b/a, two network
-  evaluations a step, and a plain Euler step into t = 0;
+  evaluations a step, and a plain Euler step out of t = T and into t = 0;
 - `dpm++2m`: DPM-Solver++(2M) (Lu et al. 2022), second-order multistep in log-SNR λ = log(a/b), one network
   evaluation a step, first order on its first and last steps.
 `spacing` chooses the integer timesteps: evenly in t, evenly in log-SNR, or Karras et al.'s ρ = 7 spacing of σ
@@ -87,18 +87,21 @@ class EulerSampler(ODESolver):
 
 
 class HeunSampler(ODESolver):
-    description = "Heun's second-order ODE solver (Karras et al. 2022); 2 NFE a step, Euler into t = 0"
+    description = ("Heun's second-order ODE solver (Karras et al. 2022); 2 NFE a step, Euler out of t = T and "
+                   "into t = 0")
     default_step_count = 25
 
     def nfe(self, degradation, steps):
-        return 2 * super().nfe(degradation, steps) - 1
+        return max(1, 2 * super().nfe(degradation, steps) - 2)
 
     def step(self, network, degradation, x, t, s, generator=None, params=None):
         x0, eps = self.denoise(network, degradation, x, t)
         a_t, b_t = coefficients(degradation, t, x.device)
         a_s, b_s = coefficients(degradation, s, x.device)
         euler = a_s * x0 + b_s * eps
-        if s == 0 or a_t == 0:  # into the data (σ = 0), or out of flow's pure noise (σ = ∞): Euler
+        # Euler into the data (σ = 0) and out of t = T: there σ_T is infinite (flow) or huge (σ = 2·10⁴ on the
+        # cosine schedule), and averaging the slopes at both ends of that jump magnifies the network's error
+        if s == 0 or t == degradation.T:
             return euler
         _, eps_s = self.denoise(network, degradation, euler, s)
         # x/a moves by (σ_s − σ_t)·mean(ε̂_t, ε̂_s), with σ = b/a
