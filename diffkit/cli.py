@@ -14,7 +14,7 @@ from diffkit import __version__, distributed
 from diffkit.config import DATASET_NAMES, PRECISIONS, PRESETS
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.options import describe, split_assignments
-from diffkit.plugins import KINDS, components, manager, plugin_table
+from diffkit.plugins import KINDS, call_hook, components, manager, plugin_table
 
 console = Console(stderr=True, quiet=not distributed.is_main())  # under torchrun, rank 0 speaks
 
@@ -57,7 +57,8 @@ class PluginGroup(click.Group):
         pm = manager()
         if self._commands_from is not pm:
             self._commands_from = pm
-            pm.hook.register_commands(cli=self)
+            for impl in pm.hook.register_commands.get_hookimpls():
+                call_hook(impl, "register_commands", cli=self)
 
     def list_commands(self, ctx):
         self._add_plugin_commands()

@@ -1,7 +1,8 @@
 """The plugin manager: loads every `diffkit` entry point once and collects what each registers.
 
 Built-ins come in through the same entry points as third-party plugins. A plugin that fails to
-import is reported and skipped; two plugins registering one component name is an error naming both.
+import, or whose hook raises, is reported in one line and skipped; two plugins registering one component name
+is an error naming both.
 DIFFKIT_PLUGINS=gaussian,cold,... loads only the named entry points (as llm's LLM_LOAD_PLUGINS does), to
 switch off a misbehaving plugin or to keep a test suite apart from whatever else is installed.
 """
@@ -20,6 +21,7 @@ KINDS = ("degradations", "networks", "samplers", "feature_spaces")
 
 _manager = None
 failed_plugins = []  # (entry point name, distribution, error) for plugins that did not import
+hook_failures = {}  # plugin name -> the first warning about one of its hooks
 _distributions = {}  # plugin name -> (distribution name, version)
 
 
@@ -81,6 +83,33 @@ def _base_class(kind):
     return {"degradations": Degradation, "networks": Network, "samplers": Sampler, "feature_spaces": FeatureSpace}[kind]
 
 
+def call_hook(impl, hook, **kwargs):
+    """One plugin's implementation of a hook, called so that it fails alone: an exception in it (an import inside
+    the hook, say) is one warning line naming the plugin, which is then skipped for that hook; a hook that returns
+    something instead of calling register gets a warning too. DiffkitError (a registration refused) still stops."""
+    try:
+        returned = impl.function(**kwargs)
+    except DiffkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the rest down
+        _warn_once(impl.plugin_name, f"Warning: plugin {impl.plugin_name!r} failed in {hook} and was skipped: "
+                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return
+    if returned is not None and hook.startswith("register_"):
+        _warn_once(impl.plugin_name, f"Warning: plugin {impl.plugin_name!r}'s {hook} returned a value instead of "
+                                     f"calling register(cls, name=...); nothing it returned was registered")
+
+
+_warned = set()
+
+
+def _warn_once(plugin, line):
+    if (plugin, line) not in _warned:
+        _warned.add((plugin, line))
+        hook_failures.setdefault(plugin, line.split(": ", 1)[1])
+        click.echo(line, err=True)
+
+
 def components(kind):
     """{name: Component} for one kind, gathered by calling each plugin's register hook."""
     pm = manager()
@@ -98,7 +127,7 @@ def components(kind):
                                    f"{found[name].plugin!r} and plugin {_plugin!r}")
             found[name] = Component(kind[:-1], name, cls, _plugin, _dist, _version)
 
-        impl.function(register=register)
+        call_hook(impl, f"register_{kind}", register=register)
     return found
 
 
@@ -122,6 +151,9 @@ def plugin_table():
     for kind in KINDS:
         for component in components(kind).values():
             rows[component.plugin][kind].append(component.name)
+    for name, line in hook_failures.items():
+        if name in rows:
+            rows[name]["status"] = f"loaded; {line}"
     for name, dist, error in failed_plugins:
         rows[name] = {"name": name, "distribution": dist, "version": "", "status": f"failed: {error}",
                       **{kind: [] for kind in KINDS}}

@@ -419,3 +419,15 @@ def test_a_p_value_below_float_resolution_reads_as_a_bound():
     from diffkit_eval.pages import p_text
 
     assert p_text(0.0) == "p < 1e-16" and p_text(3e-20) == "p < 1e-16" and p_text(0.0312) == "p = 0.031"
+
+
+def test_a_corrupt_score_cache_entry_is_made_again_with_a_warning(runner, compared, tmp_path):
+    config, out = compared
+    report = tmp_path / "report"
+    shutil.copytree(out, report)
+    entry = sorted((report / "cache").glob("*.json"))[0]
+    entry.write_text("{ not json")
+    again = invoke(runner, "compare", config, "--out", report)
+    assert again.exit_code == 0, again.output
+    assert "is unreadable; scoring again" in " ".join(again.output.split())
+    assert json.loads(entry.read_text())["score"]["n"] == 40

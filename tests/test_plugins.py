@@ -119,3 +119,37 @@ def test_diffkit_plugins_loads_only_the_named_plugins(installed_example):
     assert names == {"gaussian"} and "DIFFKIT_PLUGINS names nosuch, which no installed plugin provides" in err
     names, err = listed(" , ")
     assert names == set() and "DIFFKIT_PLUGINS is set but names no plugin" in err
+
+
+class BrokenInsideItsHook:
+    @staticmethod
+    @hookimpl
+    def register_degradations(register):
+        import diffkit_no_such_module  # noqa: F401 - the docs recommend importing inside hooks; this one fails
+
+
+class ReturnsInsteadOfRegistering:
+    @staticmethod
+    @hookimpl
+    def register_samplers(register):
+        return [Fake]
+
+
+def test_a_plugin_whose_hook_raises_fails_alone(register_plugin, runner, capsys):
+    from conftest import invoke
+
+    register_plugin(BrokenInsideItsHook, "broken-hook")
+    listed = invoke(runner, "list", "degradations", "--json")
+    assert listed.exit_code == 0 and "gaussian" in {c["name"] for c in json.loads(listed.stdout)}
+    assert "plugin 'broken-hook' failed in register_degradations and was skipped: ModuleNotFoundError" in listed.stderr
+    table = {r["name"]: r for r in json.loads(invoke(runner, "plugins", "--json").stdout)}
+    assert "failed in register_degradations" in table["broken-hook"]["status"] and table["gaussian"]["status"] == "loaded"
+
+
+def test_a_hook_that_returns_its_classes_instead_of_registering_is_warned_about(register_plugin, runner):
+    from conftest import invoke
+
+    register_plugin(ReturnsInsteadOfRegistering, "returns")
+    result = invoke(runner, "list", "samplers")
+    assert result.exit_code == 0
+    assert "plugin 'returns''s register_samplers returned a value instead of calling register" in result.stderr

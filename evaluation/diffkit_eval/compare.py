@@ -40,11 +40,8 @@ from pathlib import Path
 
 import torch
 from rich.markup import escape
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from diffkit import __version__, distributed
-from diffkit.atomic import atomic_path, write_text
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
 from diffkit.device import resolve_device
@@ -55,11 +52,8 @@ from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
 from diffkit.trainer import read_log, train
 from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features
-from diffkit_eval.features import images_hash
 from diffkit_eval.inputs import parse_range, read_images
-from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, fid_statistics, from_plain, plain, size_curve
-
-CURVE_SIZES = (500, 1000, 2000, 5000, 10_000)
+from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, fid_statistics
 
 SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "dataset": "mnist", "device": "auto",
             "features": list(DEFAULT_FEATURES), "space_options": {}}
@@ -315,36 +309,6 @@ FLOOR, COPY = "floor", "copy"
 COPY_NOISE = 4.0
 
 
-def curve_sizes(n):
-    """The sample sizes of a pair's FID-against-N curve: the usual ones below N, and N itself."""
-    return sorted({s for s in CURVE_SIZES if s < n} | {n, max(MIN_SAMPLES, n // 2)})
-
-
-def score_cached(evaluator, images, meta, seed, folder, floor=False):
-    """(features, score, curve) of one image set, cached in `folder` under a hash of the images, the versions of
-    the feature spaces, the reference, the seed and diffkit's version: change any of them and it is recomputed.
-    A cache entry that cannot be read is made again."""
-    key = hashlib.sha256(json.dumps({"images": images_hash(images), "spaces": evaluator.versions,
-                                     "reference": evaluator.split, "floor": floor, "seed": seed,
-                                     "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
-    features_path, score_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    try:
-        features = {**load_file(features_path), "images": images}
-        cached = from_plain(json.loads(score_path.read_text()))
-        return features, {**cached["score"], "samples": meta}, {int(k): v for k, v in cached["curve"].items()}
-    except (OSError, ValueError, KeyError, SafetensorError):
-        pass
-    features = evaluator.features(images)
-    score = evaluator.score(images, meta, seed, features, floor=floor)
-    reference = (evaluator.floor_references if floor else evaluator.references)[0]
-    curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
-    with atomic_path(features_path) as tmp:
-        save_file({k: v.contiguous() for k, v in features.items() if k != "images"}, tmp)
-    write_text(score_path, json.dumps(plain({"score": {k: v for k, v in score.items() if k != "samples"},
-                                             "curve": curve})))
-    return features, score, curve
-
-
 def run_comparison(config_path, out_dir, data_root=None, console=None, device=None):
     """Everything `diffkit compare` does; returns what the report needs (None on ranks other than 0,
     which only train and sample)."""
@@ -371,7 +335,7 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
     cache = out_dir / "cache"
     results = []
     for pair, train_seed, run, images, meta in sampled:
-        features, score, curve = score_cached(evaluator, images, meta, seed, cache)
+        features, score, curve = evaluator.score_cached(images, meta, seed, cache, console=console)
         results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
                         "score": score, "curve": curve, "meta": meta,
                         "samples_path": None if pair.source else out_dir / "samples" / f"{pair.slug(run)}.npz"})
@@ -383,7 +347,7 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
         console.print(f"scored {escape(pair.label)}{seed_text}: FID {score['metrics']['fid']}")
     references = []
     for name, images, info, floor in reference_rows(evaluator, n, seed):
-        features, score, curve = score_cached(evaluator, images, info, seed, cache, floor=floor)
+        features, score, curve = evaluator.score_cached(images, info, seed, cache, floor=floor, console=console)
         references.append({"name": name, "info": info, "images": images, "features": features, "score": score,
                            "curve": curve})
     stats = [fid_statistics(r["features"]["features"]) for r in results]

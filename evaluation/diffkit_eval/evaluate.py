@@ -7,22 +7,36 @@ second space gives a second FID. The class metrics always come from the dataset'
 memorisation figures from pixels.
 """
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.table import Table
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from diffkit import __version__
+from diffkit.atomic import atomic_path, write_text
 from diffkit.data import load_images
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.options import parse_options
 from diffkit.plugins import get_component
 
-from diffkit_eval.features import extract
-from diffkit_eval.metrics import class_scores, fid_bootstrap, memorisation, space_metrics, value
+from diffkit_eval.features import extract, images_hash
+from diffkit_eval.metrics import (MIN_SAMPLES, class_scores, fid_bootstrap, from_plain, memorisation, plain, size_curve,
+                                  space_metrics, value)
 from diffkit_eval.reference import memorisation_reference, reference_statistics, space_reference
 
 DEFAULT_FEATURES = ("classifier", "autoencoder")
+CURVE_SIZES = (500, 1000, 2000, 5000, 10_000)
+
+
+def curve_sizes(n):
+    """The sample sizes of a set's FID-against-N curve: the usual ones below N, N itself and N / 2."""
+    return sorted({s for s in CURVE_SIZES if s < n} | {n, max(MIN_SAMPLES, n // 2)})
 
 # (key, label, higher is better: True/False, or how to read a figure that is neither) in display order
 METRICS = [
@@ -107,6 +121,33 @@ class Evaluator:
     def fid(self, images, seed=0):
         """FID in the primary space alone (bootstrap std), for tables that need no full scorecard."""
         return value(*fid_bootstrap(extract(self.spaces[0], images)["features"], self.references[0], seed), len(images))
+
+    def score_cached(self, images, meta, seed, folder, floor=False, console=None):
+        """(features, score, FID-against-N curve) of one image set, cached in `folder` under a hash of the images,
+        the versions of the feature spaces, the reference, the seed and diffkit's version: change any of them and
+        it is recomputed. An entry that cannot be read is made again, with a warning."""
+        key = hashlib.sha256(json.dumps({"images": images_hash(images), "spaces": self.versions,
+                                         "reference": self.split, "floor": floor, "seed": seed,
+                                         "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
+        features_path, score_path = Path(folder) / f"{key}.safetensors", Path(folder) / f"{key}.json"
+        if features_path.exists() or score_path.exists():
+            try:
+                features = {**load_file(features_path), "images": images}
+                cached = from_plain(json.loads(score_path.read_text()))
+                return features, {**cached["score"], "samples": meta}, {int(k): v for k, v in cached["curve"].items()}
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+                if console is not None:
+                    console.print(f"[yellow]Warning: the score cache {escape(str(features_path.with_suffix('')))} is "
+                                  f"unreadable; scoring again")
+        features = self.features(images)
+        score = self.score(images, meta, seed, features, floor=floor)
+        reference = (self.floor_references if floor else self.references)[0]
+        curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
+        with atomic_path(features_path) as tmp:
+            save_file({k: v.contiguous() for k, v in features.items() if k != "images"}, tmp)
+        write_text(score_path, json.dumps(plain({"score": {k: v for k, v in score.items() if k != "samples"},
+                                                 "curve": curve})))
+        return features, score, curve
 
     def score(self, images, meta=None, seed=0, features=None, floor=False):
         """The scorecard of one image set; floor=True scores against the split's odd-numbered half (the floor's
