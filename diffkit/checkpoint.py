@@ -3,13 +3,18 @@
 Layout: RUN_DIR/checkpoints/step-00001000/{weights.safetensors, state.json} plus RUN_DIR/checkpoints/latest
 naming the newest. A checkpoint is written into a hidden folder, flushed to disk, renamed into place, and
 only then does `latest` move to it and are older ones deleted: the folder `latest` names is never touched
-before its successor is complete and durable. A step that is already saved is not saved again. If
-`latest` is ever broken, loading falls back to the newest complete checkpoint and says so.
+before its successor is complete and durable. A step that is already saved is not saved again.
+
+Each state.json records the sha256 of its tensors, and loading checks it. The last KEEP complete checkpoints
+are kept, so a corrupt or truncated newest one (a flipped byte, a full disk) falls back to the one before,
+with one warning line, and is never carried forward. Pruning deletes only folders diffkit named (step-NNNNNNNN)
+and wrote (a state.json with a step): a user's `step-00000020-good-backup` copy is left alone.
 """
 
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,8 +25,11 @@ from safetensors.torch import load_file, save_file
 from diffkit.atomic import fsync_path, write_text
 from diffkit.errors import DiffkitError
 
+KEEP = 2  # complete checkpoints kept: the newest and the one a corrupt newest falls back to
+OWN_NAME = re.compile(r"\.?(tmp-)?step-\d{8}")  # the names diffkit gives its checkpoint folders
 
-def save_checkpoint(run_dir, step, tensors, state):
+
+def save_checkpoint(run_dir, step, tensors, state, keep=KEEP):
     folder = Path(run_dir) / "checkpoints"
     final, tmp = folder / f"step-{step:08d}", folder / f".tmp-step-{step:08d}"
     if not _complete(final):  # a second save of the same step: the first one stands
@@ -29,6 +37,7 @@ def save_checkpoint(run_dir, step, tensors, state):
         tmp.mkdir(parents=True)
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
                   metadata={"step": str(step)})
+        state = {**state, "tensors_sha256": tensors_sha256(tensors)}
         (tmp / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))  # last: marks it complete
         for path in (tmp / "weights.safetensors", tmp / "state.json", tmp):
             fsync_path(path)
@@ -37,8 +46,10 @@ def save_checkpoint(run_dir, step, tensors, state):
         fsync_path(folder)
     if _named_by_latest(folder) != final:
         write_text(folder / "latest", final.name)
-    for old in [*folder.glob("step-*"), *folder.glob(".tmp-step-*")]:
-        if old != final:
+    kept = {final, *[p for p in _complete_checkpoints(run_dir) if not p.name.startswith(".")][:keep]}
+    for old in folder.iterdir():
+        if old not in kept and OWN_NAME.fullmatch(old.name) and old.is_dir() and not old.is_symlink() \
+                and (old.name.startswith(".") or _complete(old)):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -72,8 +83,7 @@ def has_checkpoint(run_dir):
 def _complete_checkpoints(run_dir):
     """Complete checkpoint folders (renamed or not), newest step first."""
     folder = Path(run_dir) / "checkpoints"
-    found = [p for p in folder.glob("*step-*") if p.name.lstrip(".").removeprefix("tmp-").startswith("step-")
-             and p.name.rsplit("-", 1)[-1].isdigit() and _complete(p)]
+    found = [p for p in folder.glob("*step-*") if OWN_NAME.fullmatch(p.name) and _complete(p)]
     return sorted(found, key=lambda p: (int(p.name.rsplit("-", 1)[-1]), not p.name.startswith(".")), reverse=True)
 
 
@@ -93,6 +103,9 @@ def _read(path):
     if not isinstance(state, dict) or "config" not in state or not isinstance(state.get("step"), int) \
             or isinstance(state.get("step"), bool) or not isinstance(state["config"], dict):
         raise DiffkitError(f"unreadable checkpoint {path}: state.json lacks a config or an integer step")
+    if "tensors_sha256" in state and tensors_sha256(tensors) != state["tensors_sha256"]:
+        raise DiffkitError(f"corrupt checkpoint {path}: its tensors do not match the sha256 recorded when it was "
+                           f"saved")
     return tensors, state
 
 
@@ -104,16 +117,26 @@ def load_checkpoint(run_dir, warn=None):
     if not Path(run_dir).is_dir():
         raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
     named = _named_by_latest(folder)
-    if named is not None and _complete(named):
-        return _read(named)
     candidates = _complete_checkpoints(run_dir)
+    if named is not None and _complete(named):
+        candidates = [named] + [c for c in candidates if c != named]
     if not candidates:
         if named is not None:
             return _read(named)  # the one-line reason it is unreadable
         raise DiffkitError(f"no checkpoint in {run_dir}: expected {folder}/latest from `diffkit train`")
-    (warn or _warn)(f"Warning: {folder}/latest names {named.name if named else 'nothing'}, which is missing or "
-                    f"incomplete; using {candidates[0].name}, the newest complete checkpoint")
-    return _read(candidates[0])
+    problem = None if named is not None and candidates[0] == named else \
+        f"{folder}/latest names {named.name if named else 'nothing'}, which is missing or incomplete"
+    for candidate in candidates:
+        try:
+            tensors, state = _read(candidate)
+        except DiffkitError as exc:
+            problem = exc.message
+            continue
+        if problem:
+            (warn or _warn)(f"Warning: {problem}; using {candidate.name}, the newest complete checkpoint that "
+                            f"reads and verifies")
+        return tensors, state
+    raise DiffkitError(problem)
 
 
 def _warn(line):

@@ -16,21 +16,26 @@ from diffkit.errors import DiffkitError
 
 
 @contextlib.contextmanager
-def run_lock(run_dir):
-    """Hold RUN_DIR's lock for the block (rank 0 only: other ranks never write). A folder created here is
-    removed again if the block fails before it holds a checkpoint, so a refused run leaves nothing behind."""
+def run_lock(run_dir, what="run directory"):
+    """Hold the lock of RUN_DIR (or of a compare report folder: `what`) for the block (rank 0 only: other ranks
+    never write). A run directory created here is removed again if the block fails before it holds a
+    checkpoint, so a refused run leaves nothing behind. The lock file is never followed through a link: a
+    `.lock` that points at another file is refused, and that file is left untouched."""
     if not distributed.is_main():
         yield
         return
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise DiffkitError(f"--out {run_dir} is a file, not a run directory; choose another --out")
+        raise DiffkitError(f"--out {run_dir} is a file, not a {what}; choose another --out")
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise DiffkitError(f"cannot write the run directory {run_dir}: {exc.strerror}") from None
+        if (run_dir / ".lock").is_symlink():
+            raise DiffkitError(f"{run_dir}/.lock is a symbolic link, which diffkit never writes through; remove "
+                               f"it") from None
+        raise DiffkitError(f"cannot write the {what} {run_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -45,7 +50,7 @@ def run_lock(run_dir):
         yield
         ok = True
     finally:
-        if not ok and created and not any((run_dir / "checkpoints").glob("*step-*")):
+        if not ok and created and what == "run directory" and not any((run_dir / "checkpoints").glob("*step-*")):
             shutil.rmtree(run_dir, ignore_errors=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -69,7 +69,7 @@ def world(tmp_path_factory):
     (root / "folder.json").mkdir()
     broken = root / "broken"  # a run whose state.json has a wrongly typed config value
     os.system(f"cp -r {root / 'run'} {broken}")
-    state_path = next((broken / "checkpoints").glob("step-*/state.json"))
+    state_path = broken / "checkpoints" / (broken / "checkpoints" / "latest").read_text().strip() / "state.json"
     state = json.loads(state_path.read_text())
     state["config"]["steps"] = "abc"
     state_path.write_text(json.dumps(state))
@@ -81,8 +81,11 @@ def world(tmp_path_factory):
     from safetensors.torch import load_file, save_file
     weights = next((nan / "checkpoints").glob("step-*/weights.safetensors"))
     tensors = load_file(weights)
-    save_file({k: v * float("nan") if k.startswith("ema.") and v.is_floating_point() else v for k, v in tensors.items()},
-              weights)
+    poisoned = {k: v * float("nan") if k.startswith("ema.") and v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(poisoned, weights)
+    from diffkit.checkpoint import tensors_sha256
+    state_file = weights.parent / "state.json"  # a run that trained into NaN records its NaN weights' hash
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "tensors_sha256": tensors_sha256(poisoned)}))
     for name, text in {"unknown-sampler.toml": toml(samplers='[{ name = "nope" }]'),
                        "name-int.toml": toml(name="123"), "steps-str.toml": toml(steps='"abc"'),
                        "batch-float.toml": toml(batch=4.5), "T-bool.toml": toml(T="true"),

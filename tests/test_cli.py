@@ -4,6 +4,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from diffkit.checkpoint import read_state
 from safetensors.torch import load_file
 
 from conftest import TINY, invoke
@@ -20,7 +22,8 @@ def test_train_then_sample_round_trip(runner, tmp_path):
     run = tmp_path / "run"
     result = invoke(runner, *TRAIN, "--steps", 4, "--seed", 3, "--out", run)
     assert result.exit_code == 0, result.output
-    state = json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000003", "step-00000004"]
+    state = json.loads((run / "checkpoints" / "step-00000004" / "state.json").read_text())
     assert state["step"] == 4 and state["seed"] == 3
     options = state["config"]["degradation_options"]
     assert options["T"] == 20 and options["schedule"] == "linear"  # typed, with every default recorded
@@ -159,12 +162,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "checkpoint saved, continue with --resume" in err and "Traceback" not in err
-    state = json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())
+    state = read_state(run)
     assert state["step"] >= 50  # log_every: the log appears after 50 steps
     resumed = subprocess.run([sys.executable, "-m", "diffkit", "train", "--resume", "--steps", str(state["step"] + 2),
                               "--out", str(run)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(next((run / "checkpoints").glob("step-*/state.json")).read_text())["step"] == state["step"] + 2
+    assert read_state(run)["step"] == state["step"] + 2
 
 
 def test_version_and_help_answer_without_importing_torch():

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from diffkit.checkpoint import read_state
 import torch
 from safetensors.torch import load_file
 
@@ -46,7 +48,7 @@ def test_two_processes_reach_the_weights_of_one(runs):
     assert one.keys() == two.keys()
     for key in one:
         assert torch.allclose(one[key], two[key], rtol=1e-4, atol=1e-5), key
-    state = json.loads(next((runs / "two" / "checkpoints").glob("step-*/state.json")).read_text())
+    state = read_state(runs / "two")
     assert (state["world_size"], state["step"], state["images_seen"]) == (2, 20, 180)
     logs = [json.loads(line) for line in (runs / "two" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in logs] == [20]  # rank 0 alone writes the log

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from diffkit.checkpoint import read_state
+
 import diffkit.plugins as plugins
 from diffkit import hookimpl
 from diffkit.degradation import Degradation
@@ -96,7 +98,7 @@ def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp
     subprocess.run([*run, "train", "-d", "rowcol", "--network", "cnn", "-o", "hidden=4,4", "-o", "time_features=8",
                     "-o", "components=5", "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
                    capture_output=True)
-    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/state.json")).read_text())
+    state = read_state(tmp_path / "run")
     assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.2.0"
     assert state["config"]["sampler"] == "cold"  # the default for a cold degradation
     subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "6", "--out", str(tmp_path / "s.npz")], env=env,

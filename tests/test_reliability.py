@@ -4,6 +4,7 @@ concurrent runs, SIGTERM."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_a_crash_at_any_point_of_a_save_loses_nothing_and_resumes_exactly(tmp_pa
         train(tiny(2), tmp_path / "count", device="cpu")
     per_save = len(counted)
     assert per_save >= 8  # rmtree, save_file, fsync ×3, replace, fsync, write_text, rmtree…
-    for k in range(1, per_save + 2):  # a resumed save also deletes the old checkpoint: one call more
+    for k in range(1, per_save + 1):  # a resumed save keeps the one before (two are kept): no call more
         run = tmp_path / f"crash-{k}"
         train(tiny(2), run, device="cpu")  # a good checkpoint at step 2
         with monkeypatch.context() as m:
@@ -230,3 +231,58 @@ def test_compare_pairs_that_differ_only_in_options_get_their_own_files(tmp_path)
     _, _, pairs = read_config(config)
     slugs = [p.slug() for p in pairs]
     assert len(set(slugs)) == 3 and slugs[0] == "m__ddim-5" and slugs[1].startswith("m__ddim-5-")
+
+
+def test_a_lock_file_linked_elsewhere_is_refused_and_its_target_left_alone(tmp_path):
+    from diffkit.errors import DiffkitError
+    from diffkit.runlock import run_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(DiffkitError, match="is a symbolic link, which diffkit never writes through"):
+        with run_lock(run):
+            pass
+    assert victim.read_text() == "precious"
+
+
+def test_two_compares_into_one_folder_exactly_one_runs(tmp_path):
+    """The second compare into a folder another compare holds is one line naming the holder's PID."""
+    from click.testing import CliRunner
+
+    from diffkit.runlock import run_lock
+
+    from conftest import invoke
+
+    (tmp_path / "c.toml").write_text('[compare]\nsamples = 10\n[[samples]]\nname = "x"\npath = "x.npz"\n')
+    import numpy as np
+    np.savez(tmp_path / "x.npz", images=np.zeros((10, 28, 28), np.uint8))
+    with run_lock(tmp_path / "report", "report folder"):
+        result = invoke(CliRunner(), "compare", tmp_path / "c.toml", "--out", tmp_path / "report")
+    assert result.exit_code == 1 and f"is in use by another diffkit process (PID {os.getpid()})" in result.output
+    assert not (tmp_path / "report" / "report.html").exists()
+
+
+def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    """Two complete checkpoints are kept; the newest one's tensors are checked against their recorded sha256,
+    so a corrupt newest checkpoint is never carried forward, and a user's backup folder survives pruning."""
+    run = tmp_path / "run"
+    train(tiny(4, checkpoint_every=2), run, device="cpu")
+    folder = run / "checkpoints"
+    backup = folder / "step-00000002-good-backup"
+    shutil.copytree(folder / "step-00000002", backup)
+    (folder / "step-notes").mkdir()
+    train(tiny(6, checkpoint_every=2), run, resume=True, device="cpu")
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-00000002-good-backup", "step-00000004",
+                                                        "step-00000006", "step-notes"]
+    weights_file = folder / "step-00000006" / "weights.safetensors"
+    data = bytearray(weights_file.read_bytes())
+    data[-3] ^= 0xFF
+    weights_file.write_bytes(bytes(data))
+    warnings = []
+    _, state = load_checkpoint(run, warnings.append)
+    assert state["step"] == 4 and "corrupt checkpoint" in warnings[0] and "using step-00000004" in warnings[0]
+    resumed = train(tiny(8, checkpoint_every=2), run, resume=True, device="cpu")
+    assert resumed.step == 8

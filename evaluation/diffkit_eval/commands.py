@@ -11,7 +11,8 @@ from rich.markup import escape
 from diffkit import distributed
 from diffkit.atomic import check_writable, write_text
 from diffkit.cli import data_root_option, device_options, table_console
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Interrupted
+from diffkit.runlock import run_lock
 
 console = Console(stderr=True, quiet=not distributed.is_main())
 
@@ -101,10 +102,15 @@ def compare_command(cli):
         from diffkit_eval.report import write_report
 
         check_writable(out_dir, "--out", folder=True)
-        comparison = run_comparison(config, out_dir, data_root, console, device)
-        if comparison is None:  # not rank 0: its share of the work is done
-            return
-        rows = [r for r in write_report(comparison) if not r["reference_row"]]
+        with run_lock(out_dir, "report folder"):  # one compare per folder: a second one is one line
+            try:
+                comparison = run_comparison(config, out_dir, data_root, console, device)
+            except Interrupted as exc:  # compare has no --resume: it picks up where it stopped by itself
+                raise Interrupted(exc.step, exc.exit_code - 128, "run the same diffkit compare command again to "
+                                  "finish (finished runs and samples are reused)") from None
+            if comparison is None:  # not rank 0: its share of the work is done
+                return
+            rows = [r for r in write_report(comparison) if not r["reference_row"]]
         best = min(rows, key=lambda r: r["fid"])
         console.print(f"[green]wrote[/] {escape(str(out_dir))}/report.html and report.md ({len(rows)} pairs; best FID "
                       f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['label'])})")
