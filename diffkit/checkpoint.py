@@ -63,9 +63,16 @@ def tensors_sha256(tensors):
 
 
 def _named_by_latest(folder):
-    """The checkpoint folder that `latest` names, or None when there is no `latest`."""
+    """The checkpoint folder that `latest` names, or None when there is no `latest`; a `latest` that does not
+    hold one of diffkit's folder names (garbage, say) names `(unreadable)`, which is never complete."""
     latest = folder / "latest"
-    return folder / latest.read_text().strip() if latest.is_file() else None
+    if not latest.is_file():
+        return None
+    try:
+        name = latest.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    return folder / (name if OWN_NAME.fullmatch(name) else "(unreadable)")
 
 
 def _complete(path):
@@ -159,10 +166,15 @@ def flatten_optimizer(state_dict):
                 tensors[f"optimizer.{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars,
+                     "tensors": {str(i): sorted(k for k, v in values.items() if hasattr(v, "shape"))
+                                 for i, values in state_dict["state"].items()}}
 
 
 def unflatten_optimizer(tensors, rest):
+    """flatten_optimizer's inverse. A state that lacks a tensor its state.json says was saved (deleted from the
+    file, say) is a KeyError naming it, not a silent restart of the optimizer; older checkpoints, which did not
+    list their tensors, load as they are."""
     state = {}
     for key, value in split_prefix(tensors, "optimizer").items():
         index, name = key.split(".", 1)
@@ -170,4 +182,8 @@ def unflatten_optimizer(tensors, rest):
     for key, value in rest["scalars"].items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
+    missing = [f"{i}.{name}" for i, names in rest.get("tensors", {}).items() for name in names
+               if name not in state.get(int(i), {})]
+    if missing:
+        raise KeyError(f"the optimizer state lacks {len(missing)} saved tensor(s), e.g. optimizer.{missing[0]}")
     return {"state": state, "param_groups": rest["param_groups"]}

@@ -241,7 +241,12 @@ def config_show(run_dir):
 
     _, state = load_checkpoint(run_dir)
     values = {k: v for k, v in state["config"].items() if v is not None}
-    click.echo(tomli_w.dumps(values), nl=False)
+    try:
+        text = tomli_w.dumps(values)
+    except (TypeError, ValueError) as exc:
+        raise DiffkitError(f"{run_dir}: its saved config holds a value TOML cannot write ({exc}); its state.json "
+                           f"was damaged or edited") from None
+    click.echo(text, nl=False)
 
 
 @cli.command("runs")
@@ -263,9 +268,13 @@ def runs_command(folder, as_json):
         if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
             continue
         c, best = state["config"], scores.get(run_dir.name)
+
+        def number(value):  # a hand-edited or damaged state.json shows as blank, never as a crash
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
         found.append({"run": str(run_dir), "degradation": c.get("degradation"), "network": c.get("network"),
-                      "sampler": c.get("sampler"), "step": state.get("step"), "steps": c.get("steps"),
-                      "train_seconds": state.get("train_seconds"), "device": state.get("device"),
+                      "sampler": c.get("sampler"), "step": number(state.get("step")), "steps": number(c.get("steps")),
+                      "train_seconds": number(state.get("train_seconds")), "device": state.get("device"),
                       "best_fid": best and best["fid"], "best_pair": best and best.get("label")})
     if as_json:
         click.echo(json.dumps(found, indent=2))

@@ -150,13 +150,7 @@ class TrainLoop:
         self.scaler = grad_scaler(self.run.device, precision)
         self.images = to_model_range(load_images(config.dataset, "train", data_root))
         if resume:
-            self.network.load_state_dict(split_prefix(tensors, "network"))
-            self.ema.load_state_dict(split_prefix(tensors, "ema"))
-            self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
-            if state.get("grad_scaler"):
-                self.scaler.load_state_dict(state["grad_scaler"])
-            self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
-            self.step, self.seconds = state["step"], state["train_seconds"]
+            self._restore(tensors, state)
             if distributed.is_main():
                 _trim_log(self.log_path, self.step, self._warn)
         else:
@@ -173,6 +167,28 @@ class TrainLoop:
         if compile:
             trained = torch.compile(trained)
         self.model = Precise(trained, self.run.device, precision)
+
+    def _restore(self, tensors, state):
+        """Network, EMA, optimizer, scaler, prior, step and seconds from a checkpoint, or one line naming what in
+        it does not fit (written by another config or diffkit version, or damaged)."""
+        where = f"the checkpoint in {self.run_dir}"
+        seconds = state.get("train_seconds")
+        if not isinstance(state.get("optimizer"), dict) or isinstance(seconds, bool) \
+                or not isinstance(seconds, (int, float)):
+            raise DiffkitError(f"{where} cannot be resumed: its state.json lacks the optimizer state or a numeric "
+                               f"train_seconds (written by an older diffkit, or edited)")
+        try:
+            self.network.load_state_dict(split_prefix(tensors, "network"))
+            self.ema.load_state_dict(split_prefix(tensors, "ema"))
+            self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
+            if state.get("grad_scaler"):
+                self.scaler.load_state_dict(state["grad_scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DiffkitError(f"{where} does not fit this run's network or optimizer ({first}); was the network "
+                               f"changed since it was saved, or the file edited?") from None
+        self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+        self.step, self.seconds = state["step"], seconds
 
     def _warn(self, line):
         if self.console is not None and distributed.is_main():

@@ -2,6 +2,7 @@
 bug report from the last-resort handler, and nothing written or changed on disk."""
 
 import json
+import shutil
 import os
 from pathlib import Path
 
@@ -301,3 +302,50 @@ def test_a_corrupt_reference_cache_is_rebuilt(world, capsys):
     code, out = run_cli(["evaluate", world / "good.npz"], capsys)
     assert code == 0, out.err
     assert reference.stat().st_size > 1000
+
+
+def damaged_copy(world, tmp_path, edit_state=None, edit_tensors=None):
+    """A copy of the world's run whose newest checkpoint was edited (its tensor hash kept consistent)."""
+    from safetensors.torch import load_file, save_file
+
+    from diffkit.checkpoint import tensors_sha256
+
+    run = tmp_path / "damaged"
+    shutil.copytree(world / "run", run)
+    folder = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    state = json.loads((folder / "state.json").read_text())
+    if edit_tensors:
+        tensors = edit_tensors(load_file(folder / "weights.safetensors"))
+        save_file(tensors, folder / "weights.safetensors")
+        state["tensors_sha256"] = tensors_sha256(tensors)
+    if edit_state:
+        edit_state(state)
+    (folder / "state.json").write_text(json.dumps(state))
+    return run
+
+
+@pytest.mark.parametrize("edit_state,edit_tensors,args,message", [
+    (lambda s: s.pop("optimizer"), None, ["train", "--resume", "--steps", "4"], "lacks the optimizer state"),
+    (lambda s: s.update(train_seconds="abc"), None, ["train", "--resume", "--steps", "4"], "numeric train_seconds"),
+    (lambda s: s["config"]["network_options"].update(hidden=[8, 8]), None, ["train", "--resume", "--steps", "4"],
+     "does not fit this run's network or optimizer"),
+    (None, lambda t: {k: v for k, v in t.items() if not k.startswith("optimizer.0.")}, ["train", "--resume", "--steps",
+     "4"], "the optimizer state lacks"),
+    (lambda s: s["config"]["network_options"].update(hidden=[4, None]), None, ["config", "show"], "TOML cannot write"),
+])
+def test_a_damaged_checkpoint_is_one_line(world, tmp_path, capsys, edit_state, edit_tensors, args, message):
+    run = damaged_copy(world, tmp_path, edit_state, edit_tensors)
+    target = ["--out", run] if args[0] == "train" else [run]
+    code, out = run_cli([*args[:1], *([args[1]] if args[0] == "config" else []), *target,
+                         *(args[1:] if args[0] == "train" else [])], capsys)
+    lines = out.err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and message in lines[0] and "unexpected" not in lines[0], out.err
+
+
+def test_garbage_in_latest_falls_back_and_runs_shows_damaged_numbers_blank(world, tmp_path, capsys):
+    run = damaged_copy(world, tmp_path, lambda s: s.update(train_seconds="abc"))
+    (run / "checkpoints" / "latest").write_bytes(bytes(range(200, 256)))
+    code, out = run_cli(["sample", run, "-n", 2, "--out", tmp_path / "s.npz"], capsys)
+    assert code in (0, None) and "latest names (unreadable)" in " ".join(out.err.split())
+    code, out = run_cli(["runs", tmp_path, "--json"], capsys)
+    assert code in (0, None) and json.loads(out.out)[0]["train_seconds"] is None
