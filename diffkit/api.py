@@ -32,6 +32,9 @@ def train(out: str | Path, *, preset: str | None = None, options: dict | list[st
     `steps` may be given. Ctrl-C writes a checkpoint and raises `diffkit.errors.Interrupted`."""
     from diffkit.trainer import train as train_loop
 
+    _check_path(out, "out")
+    if options is not None and not isinstance(options, (dict, list, tuple)):
+        raise DiffkitError(f"options must be a dict like {{\"T\": 20}} or a list like [\"T=20\"], got {options!r}")
     given = {k: v for k, v in settings.items() if v is not None}
     if resume:
         if set(given) - {"steps"} or preset or options:
@@ -44,7 +47,13 @@ def train(out: str | Path, *, preset: str | None = None, options: dict | list[st
 
 def load(run_dir: str | Path, device: str = "auto", precision: str = "fp32") -> Run:
     """A trained run from its directory alone (EMA weights), ready to `.sample(n)` on `device`."""
+    _check_path(run_dir, "run_dir")
     return Run.load(run_dir, device, precision)
+
+
+def _check_path(value, name):
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise DiffkitError(f"{name} must be a path (a str or pathlib.Path), got {value!r}")
 
 
 def evaluate(samples: Samples | torch.Tensor | np.ndarray | str | Path, *, reference: str = "test",

@@ -132,7 +132,10 @@ class TrainLoop:
             if steps < state["step"]:
                 raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
             config = RunConfig.from_dict({**saved.to_dict(), "steps": steps})
-            precision = precision or config.precision
+            if precision is not None and precision != config.precision:
+                raise DiffkitError(f"--resume continues with the run's saved config (precision {config.precision}); "
+                                   f"--precision {precision} cannot change it")
+            precision = config.precision
         elif has_checkpoint(self.run_dir):
             raise DiffkitError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
         precision = resolve_precision(precision or config.precision, device)

@@ -349,3 +349,30 @@ def test_garbage_in_latest_falls_back_and_runs_shows_damaged_numbers_blank(world
     assert code in (0, None) and "latest names (unreadable)" in " ".join(out.err.split())
     code, out = run_cli(["runs", tmp_path, "--json"], capsys)
     assert code in (0, None) and json.loads(out.out)[0]["train_seconds"] is None
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses(world, tmp_path):
+    import diffkit
+    from diffkit.errors import DiffkitError
+
+    with pytest.raises(DiffkitError, match="options must be a dict"):
+        diffkit.train(tmp_path / "r", options="T=5")
+    with pytest.raises(DiffkitError, match="run_dir must be a path"):
+        diffkit.load(None)
+    run = diffkit.load(world / "run", device="cpu")
+    with pytest.raises(DiffkitError, match="--seed must be an integer"):
+        run.sample(2, seed="a")
+    with pytest.raises(DiffkitError, match="--seed must be an integer"):
+        run.sample(2, seed=2**70)
+    samples = run.sample(2)
+    with pytest.raises(DiffkitError, match="a .npz file, not .* \\(a folder\\)"):
+        samples.save(tmp_path)
+    with pytest.raises(DiffkitError, match="takes a Samples, an array or tensor"):
+        diffkit.evaluate([samples])
+
+
+def test_resume_refuses_a_precision_change(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world / "run", run)
+    code, out = run_cli(["train", "--out", run, "--resume", "--steps", "3", "--precision", "bf16"], capsys)
+    assert code == 1 and "--precision bf16 cannot change it" in out.err and "precision fp32" in out.err
