@@ -249,6 +249,11 @@ def config_show(run_dir):
     click.echo(text, nl=False)
 
 
+def _number(value):
+    """A number read from a run folder, or None: a hand-edited or damaged state.json shows blank, never crashes."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 @cli.command("runs")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False), default=".")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -268,13 +273,9 @@ def runs_command(folder, as_json):
         if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
             continue
         c, best = state["config"], scores.get(run_dir.name)
-
-        def number(value):  # a hand-edited or damaged state.json shows as blank, never as a crash
-            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
         found.append({"run": str(run_dir), "degradation": c.get("degradation"), "network": c.get("network"),
-                      "sampler": c.get("sampler"), "step": number(state.get("step")), "steps": number(c.get("steps")),
-                      "train_seconds": number(state.get("train_seconds")), "device": state.get("device"),
+                      "sampler": c.get("sampler"), "step": _number(state.get("step")), "steps": _number(c.get("steps")),
+                      "train_seconds": _number(state.get("train_seconds")), "device": state.get("device"),
                       "best_fid": best and best["fid"], "best_pair": best and best.get("label")})
     if as_json:
         click.echo(json.dumps(found, indent=2))

@@ -95,9 +95,9 @@ def save_samples(path, images, meta):
     """npz with `images` uint8 (N, H, W) for 1 channel or (N, H, W, C), and `meta` as a JSON string."""
     from pathlib import Path
 
-    if not isinstance(path, (str, Path)) or Path(path).is_dir() or not str(path).endswith(".npz"):
-        raise DiffkitError(f"samples are saved to a .npz file, not {str(path)!r}" + (" (a folder)" if isinstance(
-            path, (str, Path)) and Path(path).is_dir() else ""))
+    folder = isinstance(path, (str, Path)) and Path(path).is_dir()
+    if folder or not isinstance(path, (str, Path)) or not str(path).endswith(".npz"):
+        raise DiffkitError(f"samples are saved to a .npz file, not {str(path)!r}" + (" (a folder)" if folder else ""))
     array = images.numpy()
     array = array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
     with atomic_path(path) as tmp:

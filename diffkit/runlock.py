@@ -16,10 +16,10 @@ from diffkit.errors import DiffkitError
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, what="run directory"):
-    """Hold the lock of RUN_DIR (or of a compare report folder: `what`) for the block (rank 0 only: other ranks
-    never write). A run directory created here is removed again if the block fails before it holds a
-    checkpoint, so a refused run leaves nothing behind. The lock file is never followed through a link: a
+def run_lock(run_dir, what="run directory", remove_if_refused=True):
+    """Hold the lock of RUN_DIR (or of another output folder, `what`) for the block (rank 0 only: other ranks
+    never write). With remove_if_refused, a folder created here is removed again if the block fails before it
+    holds a checkpoint, so a refused run leaves nothing behind. The lock file is never followed through a link: a
     `.lock` that points at another file is refused, and that file is left untouched."""
     if not distributed.is_main():
         yield
@@ -50,7 +50,7 @@ def run_lock(run_dir, what="run directory"):
         yield
         ok = True
     finally:
-        if not ok and created and what == "run directory" and not any((run_dir / "checkpoints").glob("*step-*")):
+        if not ok and created and remove_if_refused and not any((run_dir / "checkpoints").glob("*step-*")):
             shutil.rmtree(run_dir, ignore_errors=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -102,7 +102,7 @@ def compare_command(cli):
         from diffkit_eval.report import write_report
 
         check_writable(out_dir, "--out", folder=True)
-        with run_lock(out_dir, "report folder"):  # one compare per folder: a second one is one line
+        with run_lock(out_dir, "report folder", remove_if_refused=False):  # one compare per folder: a second one is one line
             try:
                 comparison = run_comparison(config, out_dir, data_root, console, device)
             except Interrupted as exc:  # compare has no --resume: it picks up where it stopped by itself
