@@ -42,7 +42,7 @@ def main():
         ax.axis("off")
     for ax, panel in zip(axes.flat, args.panels):
         label, _, path = panel.rpartition("=")
-        images, _ = load_samples(path)
+        images = load_samples(path).images
         ax.imshow(tile(images[: side * side], side), cmap="gray", vmin=0, vmax=255)
         ax.set_title(label, fontsize=9)
     fig.tight_layout()

@@ -22,7 +22,7 @@ from rich.markup import escape
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from diffkit.atomic import fsync_path, write_text
+from diffkit.atomic import fsync_path, refuse_link, reported_writes, write_text
 from diffkit.errors import DiffkitError
 
 KEEP = 2  # complete checkpoints kept: the newest and the one a corrupt newest falls back to
@@ -31,16 +31,23 @@ OWN_NAME = re.compile(r"\.?(tmp-)?step-\d{8}")  # the names diffkit gives its ch
 
 def save_checkpoint(run_dir, step, tensors, state, keep=KEEP):
     folder = Path(run_dir) / "checkpoints"
+    refuse_link(folder, "checkpoints")
     final, tmp = folder / f"step-{step:08d}", folder / f".tmp-step-{step:08d}"
     if not _complete(final):  # a second save of the same step: the first one stands
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
-                  metadata={"step": str(step)})
-        state = {**state, "tensors_sha256": tensors_sha256(tensors)}
-        (tmp / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))  # last: marks it complete
-        for path in (tmp / "weights.safetensors", tmp / "state.json", tmp):
-            fsync_path(path)
+        needed = sum(t.numel() * t.element_size() for t in tensors.values())
+        try:
+            with reported_writes(final, needed):
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
+                          metadata={"step": str(step)})
+                state = {**state, "tensors_sha256": tensors_sha256(tensors)}
+                (tmp / "state.json").write_text(json.dumps(state, indent=2, allow_nan=False))  # last: marks it complete
+                for path in (tmp / "weights.safetensors", tmp / "state.json", tmp):
+                    fsync_path(path)
+        except DiffkitError:
+            shutil.rmtree(tmp, ignore_errors=True)  # the half-written save; the last complete checkpoint stands
+            raise
         shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of a crashed save, never `latest`
         os.replace(tmp, final)
         fsync_path(folder)

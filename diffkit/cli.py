@@ -95,6 +95,10 @@ def cli():
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1),
               help="Seed of initialisation, batches and noise." + config_default("seed"))
 @click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), help=config_default("dataset").strip())
+@click.option("--conditional", is_flag=True, help="Class-conditional: the network sees each image's label, so "
+              "`diffkit sample --class 7 --guidance 2` can ask for a digit.")
+@click.option("--cond-dropout", type=float, help="How often a conditional run trains on the null label instead, "
+              "for guidance." + config_default("cond_dropout"))
 @data_root_option
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -102,14 +106,16 @@ def cli():
                       "(bf16 on GPUs that support it, fp32 elsewhere).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (pays off on GPUs).")
 def train(degradation, network, sampler, assignments, preset, config_file, steps, batch_size, lr, ema_decay,
-          checkpoint_every, seed, dataset, data_root, run_dir, resume, device, precision, compile_):
+          checkpoint_every, seed, dataset, conditional, cond_dropout, data_root, run_dir, resume, device, precision,
+          compile_):
     """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
     from diffkit.api import train as run_training
     from diffkit.atomic import check_writable
 
     check_writable(run_dir, "--out", folder=True)
     flags = dict(degradation=degradation, network=network, sampler=sampler, steps=steps, batch_size=batch_size,
-                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed, dataset=dataset)
+                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed, dataset=dataset,
+                 conditional=True if conditional else None, cond_dropout=cond_dropout)
     settings = {}
     if config_file:
         if resume:
@@ -155,16 +161,22 @@ def read_run_file(path):
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(), help="Output .npz (images: uint8 N×H×W).")
-@click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images [default: none].")
+@click.option("--grid", type=click.Path(), help="Also write a PNG grid of the first 100 images (of a conditional "
+              "run's: one class a row) [default: none].")
 @click.option("--trajectory", type=click.Path(), help="Also write the reverse path x_T -> x_0 of 8 samples as PNG [default: none].")
+@click.option("--class", "--classes", "classes", metavar="C", help="Conditional runs: the class to draw (7), several "
+              "(3,7), all (balanced, the default) or none (unconditional, the null label).")
+@click.option("--guidance", type=float, default=0.0, show_default=True, help="Classifier-free guidance scale w for a "
+              "conditional run: cond + w·(cond − uncond); 0 is the conditional model alone, w > 0 costs 2 NFE a step.")
 @device_options()
-def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory, device, precision):
+def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory, classes, guidance,
+           device, precision):
     """Sample images from a trained run (EMA weights, prior draws only; torchrun splits the batches)."""
     import torch
 
     from diffkit import distributed
     from diffkit.atomic import check_writable
-    from diffkit.images import save_grid
+    from diffkit.images import class_rows, save_grid
     from diffkit.run import Run
 
     if not str(out).endswith(".npz"):
@@ -176,19 +188,21 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     distributed.setup(run.device)
     options = split_assignments(assignments) if assignments or sampler else None
     samples = run.sample(count, sampler, options, steps, seed, batch_size, trajectory=8 if trajectory else 0,
-                         console=console)
+                         console=console, classes=classes, guidance=guidance)
     if distributed.is_main():
         samples.save(out)
         if grid:
-            save_grid(grid, samples.images[:100])
+            save_grid(grid, *class_rows(samples.images, samples.labels))
         if trajectory:
             images, frames = samples.path_grid()
             save_grid(trajectory, images, nrow=frames)
     meta = samples.meta
     merged = f" run as {meta['jumps']} distinct jumps (the spacing merges integer timesteps)" \
         if meta["jumps"] != meta["steps"] else ""
-    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps{merged}, {meta['nfe']} NFE, "
-                  f"{meta['device']}) -> {escape(str(out))}")
+    guided = f", guidance {meta['guidance']:g}" if meta.get("guidance") else ""
+    console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps{merged}, {meta['nfe']} NFE"
+                  f"{guided}, {meta['device']}) -> {escape(str(out))}")
+
 
 
 @cli.command()

@@ -25,6 +25,8 @@ class RunConfig:
     sampler: str | None = None  # what `diffkit sample` uses; None: the degradation's default_sampler
     sampler_options: dict = field(default_factory=dict)
     sample_steps: int | None = None  # None: the sampler's default
+    conditional: bool = False  # class-conditional: the network sees each image's label
+    cond_dropout: float = 0.1  # conditional runs: how often training shows the null label instead (for guidance)
     steps: int = 10_000  # optimizer steps
     batch_size: int = 128
     lr: float = 2e-4
@@ -55,6 +57,8 @@ class RunConfig:
             raise DiffkitError(f"grad-clip must be positive, got {self.grad_clip}")
         if not 0 <= self.ema_decay < 1:
             raise DiffkitError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.cond_dropout < 1:
+            raise DiffkitError(f"cond-dropout must be in [0, 1), got {self.cond_dropout}")
         if self.precision not in PRECISIONS:
             raise DiffkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -60,6 +60,11 @@ class Degradation:
         """Standard deviation (B,) of the Gaussian noise D adds at steps t; zero for cold degradations."""
         return torch.zeros(t.shape, device=t.device)
 
+    def signal_std(self, t):
+        """a_t (B,) when D(x0, t) = a_t·x0 + b_t·ε with b_t = noise_std(t) (Gaussian diffusion, flow matching);
+        None for any other degradation. The ODE solvers (euler, heun, dpm++2m) run where it is declared."""
+        return None
+
     def draw_params(self, n, generator=None):
         """Per-image random parameters of the degradation (e.g. a hole's centre) as a batch-first tensor
         (or dict of them) on the generator's device, or None."""

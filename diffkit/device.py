@@ -78,6 +78,7 @@ class Precise(torch.nn.Module):
         super().__init__()
         self.network, self.device, self.precision = network, device, precision
 
-    def forward(self, x_t, t):
+    def forward(self, x_t, t, labels=None):
         with autocast(self.device, self.precision):
-            return self.network(x_t, t).float()
+            out = self.network(x_t, t) if labels is None else self.network(x_t, t, labels)
+            return out.float()

@@ -1,6 +1,7 @@
-"""Unconditional sampling: prior draws x_T -> sampler -> uint8 images with their provenance.
+"""Sampling: prior draws x_T -> sampler (through a Denoiser) -> uint8 images with their provenance.
 
-x_T always comes from the degradation's fitted prior, never from degraded real images.
+x_T always comes from the degradation's fitted prior, never from degraded real images; a conditional run
+also gets the class label of each image, and may be guided towards it.
 """
 
 import json
@@ -14,20 +15,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffkit import distributed, draws
 from diffkit.atomic import atomic_path
 from diffkit.data import to_uint8
+from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
+
+
+MAX_SAMPLES = 1_000_000  # a bound on -n: 1,000,000 MNIST images are 784 MB of uint8
+
+
+def check_count(n):
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise DiffkitError(f"-n must be a positive integer up to {MAX_SAMPLES:,}, got {n!r}")
 
 
 @dataclass
 class Samples:
-    """uint8 images (N, C, H, W) on the CPU, the metadata that made them, and the first batch's reverse
-    path [x_T, ..., x_0] as uint8 when it was asked for."""
+    """uint8 images (N, C, H, W) on the CPU, the metadata that made them, the class each image was asked to
+    be (N,) for a conditional run, and the first batch's reverse path [x_T, ..., x_0] as uint8 when it was
+    asked for."""
 
     images: torch.Tensor
     meta: dict
     trajectory: list | None = None
+    labels: torch.Tensor | None = None
 
     def save(self, path):
-        save_samples(path, self.images, self.meta)
+        save_samples(path, self.images, self.meta, self.labels)
 
     def path_grid(self, count=10):
         """(images, frames per row) for `save_grid`: each traced sample's row of about `count` frames, x_T to x_0."""
@@ -36,13 +48,15 @@ class Samples:
         return torch.stack(frames, dim=1).flatten(0, 1), len(frames)
 
 
-def _sample_batch(run, plan, index, size, shape, seed, trajectory_count, on_step):
+def _sample_batch(run, plan, index, size, shape, seed, labels, trajectory_count, on_step):
     generator = run.generator(seed, index)
     x_T = run.degradation.sample_prior(size, shape, generator).to(run.device)
     params = draws.to_device(run.degradation.draw_params(size, generator), run.device)
     want_path = index == 0 and trajectory_count > 0
-    result = plan.sampler.sample(run.model, run.degradation, x_T, plan.steps, generator, trajectory=want_path,
-                                 on_step=on_step, params=params)
+    denoiser = Denoiser(run.model, run.degradation, None if labels is None else labels.to(run.device), plan.guidance,
+                        run.network.classes)
+    result = plan.sampler.sample(denoiser, x_T, plan.steps, generator, trajectory=want_path, on_step=on_step,
+                                 params=params)
     if want_path:
         result, path = result
     if not torch.isfinite(result).all():
@@ -53,20 +67,21 @@ def _sample_batch(run, plan, index, size, shape, seed, trajectory_count, on_step
     return to_uint8(result).cpu(), None
 
 
-def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=None):
-    """Sample n images with a planned sampler (`Run.plan`). Returns `Samples`.
+def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=None, labels=None):
+    """Sample n images with a planned sampler (`Run.plan`), image i of class labels[i] if labels (n,) are given
+    (`Run.labels`). Returns `Samples`.
 
     Batch i draws from the generator of (seed, i) alone, so under torchrun each rank samples every
     world_size-th batch and the gathered result is the same, bit for bit, as one process's."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DiffkitError(f"-n must be a positive integer, got {n}")
+    check_count(n)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DiffkitError(f"--batch-size must be a positive integer, got {batch_size}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise DiffkitError(f"--seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     network = run.network
     shape = (network.channels, network.image_size, network.image_size)
-    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    starts = list(range(0, n, batch_size))
+    sizes = [min(batch_size, n - i) for i in starts]
     mine = list(range(distributed.rank(), len(sizes), distributed.world_size()))
     done, trajectory = {}, None
     columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
@@ -74,8 +89,9 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
     with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
         task = progress.add_task("sample", total=len(mine) * plan.jumps)  # on_step comes once a jump
         for index in mine:
-            done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, trajectory_count,
-                                              lambda: progress.advance(task))
+            mine_labels = None if labels is None else labels[starts[index]:starts[index] + sizes[index]]
+            done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, mine_labels,
+                                              trajectory_count, lambda: progress.advance(task))
             trajectory = path or trajectory
     for part in distributed.gather(done):
         done.update(part)
@@ -84,15 +100,24 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
         "n": n, "seed": seed, "batch_size": batch_size,
         "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
         "steps": plan.steps, "jumps": plan.jumps, "nfe": plan.nfe,
+        **({"classes": class_counts(labels, run.network.classes), "guidance": plan.guidance} if labels is not None
+           else {}),
         "device": str(run.device), "precision": run.precision, "world_size": distributed.world_size(),
         "training_step": run.step, "weights_sha256": run.weights_sha256, "config": run.config.to_dict(),
         "versions": run.versions(plan.component),
     }
-    return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, trajectory)
+    return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, trajectory, labels)
 
 
-def save_samples(path, images, meta):
-    """npz with `images` uint8 (N, H, W) for 1 channel or (N, H, W, C), and `meta` as a JSON string."""
+def class_counts(labels, classes):
+    """{"0": count, ..., "none": count of the null label} for a sample's metadata."""
+    counts = torch.bincount(labels, minlength=classes + 1).tolist()
+    return {**{str(c): counts[c] for c in range(classes) if counts[c]}, **({"none": counts[classes]} if counts[classes] else {})}
+
+
+def save_samples(path, images, meta, labels=None):
+    """npz with `images` uint8 (N, H, W) for 1 channel or (N, H, W, C), `meta` as a JSON string and, for a
+    conditional run, `labels` int64 (N,): the class each image was asked to be (the null label: no class)."""
     from pathlib import Path
 
     folder = isinstance(path, (str, Path)) and Path(path).is_dir()
@@ -102,11 +127,12 @@ def save_samples(path, images, meta):
     array = array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, images=array, meta=np.array(json.dumps(meta)))
+            extra = {} if labels is None else {"labels": labels.numpy().astype(np.int64)}
+            np.savez_compressed(f, images=array, meta=np.array(json.dumps(meta)), **extra)
 
 
 def load_samples(path, image_size=28, channels=1):
-    """(uint8 tensor (N, C, H, W), meta dict) from a samples .npz, with one-line errors for bad files.
+    """`Samples` (uint8 images (N, C, H, W), meta, labels) from a samples .npz, with one-line errors for bad files.
 
     Images must be integers in 0..255 (uint8 or another integer type): float arrays are refused, since a
     [-1, 1] or [0, 1] float array read as pixels would score as black images without a word."""
@@ -115,6 +141,7 @@ def load_samples(path, image_size=28, channels=1):
             files = data.files
             images = data["images"] if "images" in files else None
             raw_meta = data["meta"] if "meta" in files else None
+            labels = data["labels"] if "labels" in files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DiffkitError(f"cannot read {path} as a samples .npz: {exc}".splitlines()[0]) from None
     if images is None:
@@ -140,4 +167,7 @@ def load_samples(path, image_size=28, channels=1):
             raise ValueError
     except ValueError:
         raise DiffkitError(f"{path}: its 'meta' array is not the JSON diffkit writes; drop it or fix it") from None
-    return torch.from_numpy(np.ascontiguousarray(images)), meta
+    if labels is not None and (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)):
+        raise DiffkitError(f"{path}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
+    labels = None if labels is None else torch.from_numpy(labels.astype(np.int64))
+    return Samples(torch.from_numpy(np.ascontiguousarray(images)), meta, labels=labels)

@@ -17,3 +17,13 @@ def save_grid(path, images, nrow=None):
     array = grid.permute(1, 2, 0).numpy()
     with atomic_path(path) as tmp:
         Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(tmp, format="PNG")
+
+
+def class_rows(images, labels, per_row=10):
+    """(images, nrow) for a grid of at most 100 images: with class labels, one row per class (its first
+    `per_row` images, the same number in every row), else the first 100 in rows of `per_row`."""
+    if labels is None:
+        return images[:100], per_row
+    rows = [images[labels == c][:per_row] for c in labels.unique().tolist()[:10]]
+    width = min(len(r) for r in rows)
+    return torch.cat([r[:width] for r in rows]), width

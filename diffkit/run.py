@@ -7,6 +7,7 @@ directory alone; `Run.plan` decides once which sampler, options and steps a samp
 
 import dataclasses
 import functools
+import inspect
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from diffkit.options import options_dict, parse_options, split_assignments
 from diffkit.plugins import get_component, provenance
 
 DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28)}
+DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10}
 ROLES = {"degradation": "degradations", "network": "networks", "sampler": "samplers"}
 
 
@@ -31,11 +33,18 @@ def build_degradation(name, options):
     return component, component.cls(parse_options(component.cls.Options, options, f"degradation {name!r}"))
 
 
-def build_network(name, options, channels, image_size):
+def build_network(name, options, channels, image_size, classes=0):
+    """The network; `classes` > 0 makes it class-conditional, if its constructor takes `classes`."""
     component = get_component("networks", name)
     parsed = parse_options(component.cls.Options, options, f"network {name!r}")
+    extra = {}
+    if classes:
+        if "classes" not in inspect.signature(component.cls.__init__).parameters:
+            raise DiffkitError(f"network {name!r} cannot be class-conditional (its constructor takes no `classes`); "
+                               f"train it without --conditional or choose cnn or unet")
+        extra["classes"] = classes
     try:
-        return component, component.cls(parsed, channels, image_size)
+        return component, component.cls(parsed, channels, image_size, **extra)
     except ValueError as exc:
         raise DiffkitError(f"network {name!r}: {exc}") from None
 
@@ -89,7 +98,8 @@ def _components(config):
     if sampler_name is None:  # the degradation's own default sampler, with its default options
         sampler_name = degradation.default_sampler
         sampler_options = {**degradation.default_sampler_options, **sampler_options}
-    n_component, network = build_network(config.network, config.network_options, channels, size)
+    classes = DATASET_CLASSES[config.dataset] if config.conditional else 0
+    n_component, network = build_network(config.network, config.network_options, channels, size, classes)
     _, sampler = build_sampler(sampler_name, sampler_options, degradation, config.degradation)
     return (d_component, degradation), (n_component, network), (sampler_name, sampler)
 
@@ -110,8 +120,9 @@ class Plan:
     component: object
     sampler: object
     steps: int
-    nfe: int
+    nfe: int  # network evaluations per image: a guided step costs two
     jumps: int  # the distinct jumps the steps make: a spacing that merges integer timesteps makes fewer
+    guidance: float = 0.0  # classifier-free guidance scale w (conditional runs; 0: the conditional model alone)
 
     @property
     def name(self):
@@ -144,7 +155,13 @@ class Run:
 
         Sampling defaults to fp32 whatever the device, so a seed's samples match across devices."""
         tensors, state = load_checkpoint(run_dir)
-        run = cls(RunConfig.from_dict(state["config"]), device, precision)
+        try:
+            config = RunConfig.from_dict(state["config"])
+        except DiffkitError as exc:
+            written = (state.get("versions") or {}).get("diffkit", "an unknown version")
+            raise DiffkitError(f"{run_dir} was written by diffkit {written} (this is {__version__}) and its config "
+                               f"does not load here: {exc.message}") from None
+        run = cls(config, device, precision)
         ema = split_prefix(tensors, "ema")
         if not all(torch.isfinite(v).all() for v in ema.values() if v.is_floating_point()):
             raise DiffkitError(f"the checkpoint in {run_dir} holds non-finite weights (the run diverged); "
@@ -155,7 +172,11 @@ class Run:
             raise DiffkitError(f"checkpoint in {run_dir} does not match its network: {str(exc).splitlines()[0]}") from None
         run.network.eval()
         prior = split_prefix(tensors, "prior")
-        run.degradation.load_prior_state(prior)
+        try:
+            run.degradation.load_prior_state(prior)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise DiffkitError(f"the checkpoint in {run_dir} holds no usable prior ({exc}); was it edited, or written "
+                               f"before the prior was fitted?") from None
         run.step, run.state, run.run_dir = state["step"], state, Path(run_dir)
         run.weights_sha256 = tensors_sha256({**{f"ema.{k}": v for k, v in ema.items()},
                                              **{f"prior.{k}": v for k, v in prior.items()}})
@@ -166,9 +187,14 @@ class Run:
         """The network as samplers and losses call it: under autocast, returning float32."""
         return Precise(self.network, self.device, self.precision)
 
-    def plan(self, sampler=None, options=None, steps=None):
+    def plan(self, sampler=None, options=None, steps=None, guidance=0.0):
         """Resolve a sampling request once: the run's own sampler (with its options and steps) unless another
-        is named; a sampler's default steps unless given; checked against the degradation's T."""
+        is named; a sampler's default steps unless given; checked against the degradation's T; guidance only
+        for a conditional run."""
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= 100:
+            raise DiffkitError(f"--guidance must be a number in 0..100 (0: no guidance), got {guidance!r}")
+        if guidance and not self.config.conditional:
+            raise DiffkitError("--guidance needs a class-conditional run; this one was trained without --conditional")
         name = sampler or self.config.sampler
         own = name == self.config.sampler
         if options is None:  # the run's own options belong to the run's own sampler only
@@ -180,21 +206,64 @@ class Run:
             raise DiffkitError(f"--steps must be between 1 and T={self.degradation.T}, got {steps}")
         steps = sampler_obj.fixed_steps or steps
         jumps = len(sampler_obj.timesteps(self.degradation, steps)) - 1
-        return Plan(component, sampler_obj, steps, sampler_obj.nfe(self.degradation, steps), jumps)
+        nfe = sampler_obj.nfe(self.degradation, steps) * (2 if guidance else 1)
+        return Plan(component, sampler_obj, steps, nfe, jumps, float(guidance))
+
+    def labels(self, n, classes=None):
+        """The class each of n images is asked to be: None for an unconditional run; for a conditional one,
+        classes "all" (the default: balanced, in order, so a grid of n/10 columns has one digit per row), one
+        class, a list of classes (balanced over them) or "none" (the null label: unconditional samples)."""
+        if not self.config.conditional:
+            if classes is not None:
+                raise DiffkitError("--class/--classes need a class-conditional run; this one was trained without "
+                                   "--conditional")
+            return None
+        count = self.network.classes
+        if classes is None or classes == "all":
+            chosen = list(range(count))
+        elif classes == "none":
+            chosen = [count]
+        else:
+            chosen = parse_classes(classes, count, self.config.dataset)
+        return torch.tensor(chosen)[(torch.arange(n) * len(chosen)) // n]
 
     @staticmethod
     def generator(seed, index):
         """The CPU generator of batch `index` of a request seeded `seed` (training steps use the same formula)."""
         return draws.seeded(seed, index)
 
-    def sample(self, n, sampler=None, options=None, steps=None, seed=0, batch_size=256, trajectory=0, console=None):
-        """n unconditional samples (prior draws only) as `Samples`: uint8 images, meta, optional trajectory."""
-        from diffkit.generate import generate
+    def sample(self, n, sampler=None, options=None, steps=None, seed=0, batch_size=256, trajectory=0, console=None,
+               classes=None, guidance=0.0):
+        """n samples (from prior draws only) as `Samples`: uint8 images, meta, labels, optional trajectory.
 
-        return generate(self, n, self.plan(sampler, options, steps), seed, batch_size, trajectory, console)
+        A conditional run draws `classes` (see `labels`; default all ten, balanced) with guidance scale w."""
+        from diffkit.generate import check_count, generate
+
+        check_count(n)
+        plan, labels = self.plan(sampler, options, steps, guidance), self.labels(n, classes)
+        if guidance and labels is not None and bool((labels == self.network.classes).all()):
+            raise DiffkitError("--guidance needs classes to guide towards; --classes none draws unconditionally")
+        return generate(self, n, plan, seed, batch_size, trajectory, console, labels)
 
     def versions(self, *extra):
         return {"diffkit": __version__, **environment(), **provenance(self._d_component, self._n_component, *extra)}
+
+
+def parse_classes(classes, count, dataset):
+    """A list of class indices from an int, a list of ints or a string "7" / "3,7"; one line for anything else."""
+    values = classes if isinstance(classes, (list, tuple)) else str(classes).split(",")
+    chosen = []
+    for value in values:
+        try:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            chosen.append(int(str(value).strip()))
+        except ValueError:
+            raise DiffkitError(f"--class must be class numbers like 7 or 3,7 (or all, none), got {classes!r}") from None
+    bad = [c for c in chosen if not 0 <= c < count]
+    if bad or not chosen:
+        raise DiffkitError(f"class {bad[0] if bad else classes!r} is not a class of {dataset}: use 0..{count - 1}")
+    return chosen
 
 
 @functools.lru_cache(maxsize=1)

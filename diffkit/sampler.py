@@ -1,4 +1,8 @@
-"""The Sampler contract: walk from prior draws x_T back to images x_0 in [-1, 1]."""
+"""The Sampler contract: walk from prior draws x_T back to images x_0 in [-1, 1].
+
+A sampler never calls the network: it asks a `diffkit.denoiser.Denoiser` for x̂0, so class labels and
+guidance reach every sampler alike. `begin` makes the per-call state that `step` carries along (a multistep
+solver's last estimates), so every sampler runs in the one loop of `sample`."""
 
 import torch
 
@@ -21,7 +25,7 @@ class Sampler:
         return self.fixed_steps or degradation.T
 
     def nfe(self, degradation, steps):
-        """Network evaluations per sample."""
+        """Denoiser calls per sample (a guided call runs the network twice: `Denoiser.evaluations`)."""
         return steps
 
     def timesteps(self, degradation, steps):
@@ -29,20 +33,26 @@ class Sampler:
         them otherwise (in log-SNR, say)."""
         return even_timesteps(degradation.T, steps)
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
-        """One reverse jump x_t -> x_s (s < t); params are the degradation's per-image parameters."""
+    def begin(self, degradation, timesteps):
+        """The state one `sample` call carries from step to step (a multistep solver's history), given the
+        timesteps it will visit; an empty dict by default."""
+        return {}
+
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        """One reverse jump x_t -> x_s (s < t). `denoiser(x, t)` is x̂0 and `denoiser.degradation` the
+        degradation; state is what `begin` returned; params are the degradation's per-image parameters."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None,
-               params=None):
+    def sample(self, denoiser, x_T, steps, generator=None, trajectory=False, on_step=None, params=None):
         """Return x_0 for the batch x_T, and with trajectory=True also the list [x_T, ..., x_0].
 
-        on_step(), if given, is called after every network evaluation (for progress bars)."""
+        on_step(), if given, is called after every jump (for progress bars)."""
         x, path = x_T, [x_T]
-        grid = self.timesteps(degradation, self.fixed_steps or steps)
+        grid = self.timesteps(denoiser.degradation, self.fixed_steps or steps)
+        state = self.begin(denoiser.degradation, grid)
         for t, s in zip(grid[:-1], grid[1:]):
-            x = self.step(network, degradation, x, t, s, generator, params)
+            x = self.step(denoiser, x, t, s, state, generator, params)
             if trajectory:
                 path.append(x)
             if on_step:

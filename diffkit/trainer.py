@@ -9,6 +9,7 @@ of ranks without saving any RNG state. Batches come from a per-epoch permutation
 
 import contextlib
 import copy
+import functools
 import json
 import signal
 import threading
@@ -21,11 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 
 from diffkit import distributed, draws
-from diffkit.atomic import write_text
+from diffkit.atomic import refuse_link, write_text
 from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoint, save_checkpoint,
                                 split_prefix, unflatten_optimizer)
 from diffkit.config import RunConfig
-from diffkit.data import load_images, to_model_range
+from diffkit.data import load_images, load_labels, to_model_range
 from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import manager
@@ -34,10 +35,10 @@ from diffkit.runlock import run_lock
 
 
 class Batches:
-    """Batch `step` of an epoch-wise shuffled dataset, computable for any step."""
+    """Batch `step` of an epoch-wise shuffled dataset, computable for any step: (images, labels or None)."""
 
-    def __init__(self, images, batch_size, seed):
-        self.images, self.batch_size, self.seed = images, batch_size, seed
+    def __init__(self, images, batch_size, seed, labels=None):
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
         self.per_epoch = max(1, len(images) // batch_size)
         self._epoch, self._perm = None, None
 
@@ -47,7 +48,7 @@ class Batches:
             g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(len(self.images), generator=g)
         idx = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.images[idx]
+        return self.images[idx], None if self.labels is None else self.labels[idx]
 
 
 @contextlib.contextmanager
@@ -123,6 +124,7 @@ class TrainLoop:
         precision None: the run's recorded precision when resuming, else `auto`."""
         self.run_dir, self.console = Path(run_dir), console
         self.log_path = self.run_dir / "log.jsonl"
+        refuse_link(self.run_dir / "checkpoints", "checkpoints")
         device = resolve_device(device)
         distributed.setup(device)
         if resume:
@@ -163,7 +165,8 @@ class TrainLoop:
                 self.log_path.unlink(missing_ok=True)  # a fresh run starts with an empty log
                 write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
         self.saved_step = self.step if resume else None
-        self.batches = Batches(self.images, config.batch_size, config.seed)
+        labels = load_labels(config.dataset, "train", data_root) if config.conditional else None
+        self.batches = Batches(self.images, config.batch_size, config.seed, labels)
         trained = self.network
         if distributed.active():
             trained = DistributedDataParallel(trained, device_ids=[self.run.device.index] if self.run.device.type == "cuda" else None)
@@ -190,7 +193,10 @@ class TrainLoop:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DiffkitError(f"{where} does not fit this run's network or optimizer ({first}); was the network "
                                f"changed since it was saved, or the file edited?") from None
-        self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+        try:
+            self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise DiffkitError(f"{where} holds no usable prior ({exc}); was it edited?") from None
         self.step, self.seconds = state["step"], seconds
 
     def _warn(self, line):
@@ -204,12 +210,17 @@ class TrainLoop:
         so DDP's mean over ranks is the global batch's mean loss, for uneven splits too."""
         generator = draws.seeded(self.config.seed, step)
         torch.manual_seed(generator.initial_seed())  # for draws inside the network (dropout)
-        d, x0 = self.run.degradation, self.batches(step)
+        d, (x0, labels) = self.run.degradation, self.batches(step)
         t = d.sample_timesteps(len(x0), generator)
         params = d.draw_params(len(x0), generator)
         noise = draws.randn(x0.shape, generator)
         mine, device = distributed.shard(len(x0)), self.run.device
-        losses = d.training_losses(self.model, x0[mine].to(device), t[mine].to(device), noise[mine].to(device),
+        model = self.model
+        if labels is not None:  # drawn last, so an unconditional run's draws are what they always were
+            dropped = draws.rand((len(x0),), generator) < self.config.cond_dropout
+            labels = torch.where(dropped, self.network.classes, labels)
+            model = functools.partial(self.model, labels=labels[mine].to(device))
+        losses = d.training_losses(model, x0[mine].to(device), t[mine].to(device), noise[mine].to(device),
                                    draws.to_device(draws.take(params, mine), device))
         loss = losses.sum() * distributed.world_size() / len(x0)
         self.scaler.scale(loss).backward()

@@ -41,7 +41,9 @@ def world(tmp_path_factory):
     """Trained runs and bad files to point the commands at."""
     root = tmp_path_factory.mktemp("world")
     for name, extra in (("run", ["-d", "gaussian", *TINY]),
-                        ("cold", ["-d", "blur", "-o", "T=3", "-o", "hidden=4", "-o", "time_features=8", "--batch-size", "8"])):
+                        ("cold", ["-d", "blur", "-o", "T=3", "-o", "hidden=4", "-o", "time_features=8", "--batch-size", "8"]),
+                        ("cond", ["-d", "blur", "-o", "T=3", "-o", "hidden=4", "-o", "time_features=8", "--batch-size", "8",
+                                  "--conditional"])):
         with pytest.raises(SystemExit) as exited:
             main(["train", "--network", "cnn", *extra, "--steps", "2", "--device", "cpu", "--out", str(root / name)])
         assert exited.value.code == 0
@@ -169,6 +171,20 @@ CASES = [
     (["sample", "{world}/run", "-o", "colour=1", "--out", "{new}/s.npz"], "unknown option 'colour' for sampler"),
     (["sample", "{world}/cold", "--sampler", "ddim", "--out", "{new}/s.npz"], "does not support degradation 'blur'"),
     (["sample", "{world}/run", "--out", "{new}/s.png"], "--out must be a .npz file"),
+    (["sample", "{world}/run", "-n", "10000001", "--out", "{new}/s.npz"], "-n must be a positive integer up to 1,000,000"),
+    (["sample", "{world}/run", "--class", "7", "--out", "{new}/s.npz"], "this one was trained without --conditional"),
+    (["sample", "{world}/run", "--guidance", "2", "--out", "{new}/s.npz"], "--guidance needs a class-conditional run"),
+    (["sample", "{world}/cond", "--class", "10", "--out", "{new}/s.npz"], "class 10 is not a class of mnist: use 0..9"),
+    (["sample", "{world}/cond", "--class", "-1", "--out", "{new}/s.npz"], "class -1 is not a class of mnist"),
+    (["sample", "{world}/cond", "--classes", "3,x", "--out", "{new}/s.npz"], "--class must be class numbers like 7"),
+    (["sample", "{world}/cond", "--guidance", "-1", "--out", "{new}/s.npz"], "--guidance must be a number in 0..100"),
+    (["sample", "{world}/cond", "--guidance", "nan", "--out", "{new}/s.npz"], "--guidance must be a number in 0..100"),
+    (["sample", "{world}/cond", "--classes", "none", "--guidance", "1", "--out", "{new}/s.npz"],
+     "--guidance needs classes to guide towards"),
+    (["train", "--network", "cnn", *TINY, "--conditional", "--cond-dropout", "1", "--out", "{new}/r"],
+     "cond-dropout must be in [0, 1), got 1.0"),
+    (["train", "--resume", "--conditional", "--out", "{world}/run"], "only --steps may be given"),
+    (["evaluate", "{world}/good.npz", "--guidance", "2"], "--guidance applies when SOURCE is a conditional run"),
     (["sample", "{world}/run", "--out", "{world}/folder.npz"], "is a folder"),
     (["sample", "{world}/run", "--out", "{world}/afile/s.npz"], "is a file, not a folder"),
     (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{world}/folder.png"], "--grid"),
@@ -256,7 +272,12 @@ def test_a_boolean_written_as_a_string_in_a_config_means_what_it_says(tmp_path):
     assert [strict_bool(v, "compile") for v in (False, "false", "False", "0", "no", True, "true", "1")] == \
         [False] * 5 + [True] * 3
     boolean_fields = [name for name, kinds in FIELD_TYPES.items() if bool in kinds]
-    assert boolean_fields == ["compile"]  # the one RunConfig boolean; component options go through the same convert
+    assert boolean_fields == ["conditional", "compile"]  # component options go through the same convert
+    from diffkit.config import RunConfig
+    from diffkit.errors import DiffkitError
+
+    with pytest.raises(DiffkitError, match="config value conditional = 'false' must be bool"):
+        RunConfig(conditional="false")  # refused, never read as Python's bool("false") == True
 
 
 def test_the_table_is_long_enough():

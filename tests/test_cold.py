@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from diffkit.data import load_images, to_model_range
+from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
 from diffkit.options import parse_options
 from diffkit.plugins import components
@@ -77,16 +78,16 @@ def test_algorithm_2_with_a_perfect_restoration_returns_x0(name, options, digits
     params = d.draw_params(16, torch.Generator().manual_seed(0))
     x_T = d.degrade(x0, steps(d, 16)[1], params=params)
     for sampler in (ColdSampler(), NaiveColdSampler(), HeunColdSampler()):
-        assert torch.allclose(sampler.sample(lambda x, t: x0, d, x_T, d.T, params=params), x0, atol=1e-5)
+        assert torch.allclose(sampler.sample(Denoiser(lambda x, t: x0, d), x_T, d.T, params=params), x0, atol=1e-5)
 
 
 def test_cold_sampler_on_gaussian_diffusion_is_ddim():
     d = GaussianDiffusion(GaussianOptions(T=100, prediction="x0"))
     net = lambda x, t: torch.tanh(x * 0.5 + t.float().view(-1, 1, 1, 1) / 100)
     x_T = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
-    cold = ColdSampler().sample(net, d, x_T, 10)
-    assert torch.allclose(cold, DDIMSampler().sample(net, d, x_T, 10), atol=1e-5)
-    assert DirectSampler().sample(net, d, x_T, 10).shape == x_T.shape
+    cold = ColdSampler().sample(Denoiser(net, d), x_T, 10)
+    assert torch.allclose(cold, DDIMSampler().sample(Denoiser(net, d), x_T, 10), atol=1e-5)
+    assert DirectSampler().sample(Denoiser(net, d), x_T, 10).shape == x_T.shape
 
 
 def test_cold_heun_converges_faster_than_algorithm_2_on_the_probability_flow_ode():
@@ -98,7 +99,7 @@ def test_cold_heun_converges_faster_than_algorithm_2_on_the_probability_flow_ode
     d = GaussianDiffusion(GaussianOptions(T=1000, schedule="linear", prediction="x0"))
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     exact = exact_solution(d, x_T)
-    cold, heun = ([(cls().sample(ideal(d), d, x_T, n) - exact).abs().max().item() for n in (20, 40, 80)]
+    cold, heun = ([(cls().sample(Denoiser(ideal(d), d), x_T, n) - exact).abs().max().item() for n in (20, 40, 80)]
                   for cls in (ColdSampler, HeunColdSampler))
     assert all(1.7 < cold[i] / cold[i + 1] < 2.3 for i in range(2)), cold
     assert all(heun[i] / heun[i + 1] > 2.5 for i in range(2)), heun
@@ -174,11 +175,11 @@ def test_delta_adds_fresh_noise_between_steps_only(sampler_cls, digits):
     d, x0 = make("blur", T=4), digits[:64]
     x_T = d.degrade(x0, torch.full((64,), 4))
     perfect = lambda x, t: x0  # noqa: E731
-    plain = sampler_cls().sample(perfect, d, x_T, 4, trajectory=True)[1]
+    plain = sampler_cls().sample(Denoiser(perfect, d), x_T, 4, trajectory=True)[1]
     g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
-    out, path = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(0), trajectory=True)
-    again = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(0))
-    other = sampler_cls(StochasticOptions(delta=0.05)).sample(perfect, d, x_T, 4, g(1), trajectory=True)[1]
+    out, path = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(0), trajectory=True)
+    again = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(0))
+    other = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(1), trajectory=True)[1]
     assert torch.equal(out, again) and not torch.equal(path[1], other[1])  # the generator decides the noise
     assert (path[1] - plain[1]).std().item() == pytest.approx(0.05, rel=0.05)
     assert torch.allclose(out, x0, atol=1e-5) if sampler_cls is NaiveColdSampler else out.shape == x0.shape

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffkit import draws
+from diffkit.denoiser import Denoiser
 from diffkit.options import parse_options
 from diffkit.plugins import components
 from diffkit.sampler import timestep_pairs
@@ -53,7 +54,7 @@ def exercise(d, network, device, generator):
         sampler = component.cls()
         if sampler.supports(d):
             steps = min(3, d.T)
-            outputs[name] = sampler.sample(network, d, outputs["prior"], steps, generator, params=params)
+            outputs[name] = sampler.sample(Denoiser(network, d), outputs["prior"], steps, generator, params=params)
     return outputs
 
 

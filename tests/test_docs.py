@@ -75,6 +75,11 @@ def test_the_guides_plugins_train_sample_and_run_their_command(doc_plugins, runn
     assert again.exit_code == 0, again.output
     import numpy as np
     assert np.array_equal(np.load(tmp_path / "s.npz")["images"], np.load(tmp_path / "s2.npz")["images"])
+    conditional = invoke(runner, "train", "-d", "darken", "--network", "tiny", "--conditional", "--steps", 2,
+                         "--batch-size", 8, "--device", "cpu", "--out", tmp_path / "cond")
+    guided = invoke(runner, "sample", tmp_path / "cond", "-n", 4, "--sampler", "shrinking-noise", "--steps", 5,
+                    "--class", 7, "--guidance", 2, "--out", tmp_path / "g.npz")
+    assert conditional.exit_code == 0 and guided.exit_code == 0 and "10 NFE, guidance 2" in guided.output, guided.output
     steps = invoke(runner, "steps", run)
     assert steps.exit_code == 0 and steps.output.strip() == "3"
     bad = invoke(runner, "train", "-d", "darken", "-o", "floor=1.5", "--out", tmp_path / "r2")

@@ -244,7 +244,7 @@ def test_training_seeds_give_a_spread_and_a_verdict_over_seeds(compared):
     assert ddpm["fid_seed_std"] == pytest.approx(np.std(ddpm["fid_seeds"], ddof=1))
     assert blur["seeds"] == [0] and blur["fid_seed_std"] is None
     # the two seeds were trained apart: different weights, so different samples
-    first, second = (load_samples(out / "samples" / f"{run}__ddim-2.npz")[1] for run in ddpm["runs"])
+    first, second = (load_samples(out / "samples" / f"{run}__ddim-2.npz").meta for run in ddpm["runs"])
     assert first["weights_sha256"] != second["weights_sha256"] and first["config"]["seed"] != second["config"]["seed"]
     verdicts = record["verdicts"]
     assert verdicts[0][0] is None and verdicts[0][1][2] == "Welch t over seeds"  # ddpm against ddpm: both seeded
@@ -291,17 +291,17 @@ def test_samples_and_scores_are_recomputed_when_what_made_them_changes(runner, c
     report = tmp_path / "report"
     shutil.copytree(out, report)
     path = report / "samples" / "blur__cold-4.npz"
-    key = load_samples(path)[1]["cache_key"]
+    key = load_samples(path).meta["cache_key"]
     scores = set((report / "cache").glob("*.json"))
     again = invoke(runner, "compare", config, "--out", report)
-    assert again.exit_code == 0 and load_samples(path)[1]["cache_key"] == key
+    assert again.exit_code == 0 and load_samples(path).meta["cache_key"] == key
     assert set((report / "cache").glob("*.json")) == scores  # nothing new was scored
     longer = tmp_path / "longer.toml"  # blur trains one step more: new weights, same file names
     longer.write_text(TINY_CONFIG.replace("steps = 3\nbatch_size = 8\ndegradation_options = { T = 4 }",
                                           "steps = 4\nbatch_size = 8\ndegradation_options = { T = 4 }"))
     result = invoke(runner, "compare", longer, "--out", report)
     assert result.exit_code == 0, result.output
-    images, meta = load_samples(path)
+    meta = load_samples(path).meta
     assert meta["training_step"] == 4 and meta["cache_key"] != key
     new_scores = set((report / "cache").glob("*.json")) - scores
     assert len(new_scores) == 2  # blur's two pairs, rescored; the DDPM's and the references are reused

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffkit.denoiser import Denoiser
 from diffkit_gaussian.diffusion import GaussianDiffusion, GaussianOptions
 from diffkit_gaussian.samplers import DDIMOptions, DDIMSampler, DDPMSampler
 from diffkit_networks.cnn import CNN, CNNOptions
@@ -81,21 +82,21 @@ def test_ddim_with_eta_zero_is_deterministic_for_a_seed_and_ddpm_is_stochastic()
     net = CNN(CNNOptions(hidden=(4,), time_features=8), 1, 8).eval()
     x_T = d.sample_prior(3, (1, 8, 8), torch.Generator().manual_seed(0))
     ddim = DDIMSampler(DDIMOptions(eta=0.0))
-    a = ddim.sample(net, d, x_T, 10, torch.Generator().manual_seed(1))
-    b = ddim.sample(net, d, x_T, 10, torch.Generator().manual_seed(2))
+    a = ddim.sample(Denoiser(net, d), x_T, 10, torch.Generator().manual_seed(1))
+    b = ddim.sample(Denoiser(net, d), x_T, 10, torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
     ddpm = DDPMSampler()
-    c = ddpm.sample(net, d, x_T, 50, torch.Generator().manual_seed(1))
-    e = ddpm.sample(net, d, x_T, 50, torch.Generator().manual_seed(2))
+    c = ddpm.sample(Denoiser(net, d), x_T, 50, torch.Generator().manual_seed(1))
+    e = ddpm.sample(Denoiser(net, d), x_T, 50, torch.Generator().manual_seed(2))
     assert not torch.equal(c, e)
-    assert torch.equal(c, ddpm.sample(net, d, x_T, 50, torch.Generator().manual_seed(1)))
+    assert torch.equal(c, ddpm.sample(Denoiser(net, d), x_T, 50, torch.Generator().manual_seed(1)))
 
 
 def test_ddim_with_a_perfect_network_returns_the_data_point():
     """If the network predicts x0 exactly, DDIM (eta = 0) lands on x0 from any x_T in any step count."""
     d = GaussianDiffusion(GaussianOptions(T=100, prediction="x0"))
     x0 = torch.rand(2, 1, 4, 4) * 2 - 1
-    out, path = DDIMSampler().sample(lambda x, t: x0, d, torch.randn(2, 1, 4, 4), 7, trajectory=True)
+    out, path = DDIMSampler().sample(Denoiser(lambda x, t: x0, d), torch.randn(2, 1, 4, 4), 7, trajectory=True)
     assert torch.allclose(out, x0, atol=1e-5)
     assert len(path) == 8
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffkit.checkpoint import read_state
 
@@ -87,8 +88,8 @@ def test_example_plugin_is_discovered_through_its_entry_point(installed_example)
                          capture_output=True, text=True, check=True).stdout
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["rowcol"]["distribution"] == "diffkit-example-rowcol"
-    assert rows["rowcol"]["version"] == "0.2.0"
-    assert rows["rowcol"]["degradations"] == ["rowcol"]
+    assert rows["rowcol"]["version"] == "0.3.0"
+    assert rows["rowcol"]["degradations"] == ["rowcol"] and rows["rowcol"]["samplers"] == ["cold-2m"]
     assert Path(installed_example, "diffkit_rowcol").is_dir()
 
 
@@ -96,10 +97,10 @@ def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp
     env = {**os.environ, "PYTHONPATH": str(installed_example), "DIFFKIT_PLUGINS": f"{BUILTINS},rowcol"}
     run = [sys.executable, "-m", "diffkit"]
     subprocess.run([*run, "train", "-d", "rowcol", "--network", "cnn", "-o", "hidden=4,4", "-o", "time_features=8",
-                    "-o", "components=5", "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run")], env=env, check=True,
-                   capture_output=True)
+                    "-o", "components=5", "--steps", "3", "--batch-size", "8", "--conditional", "--out",
+                    str(tmp_path / "run")], env=env, check=True, capture_output=True)
     state = read_state(tmp_path / "run")
-    assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.2.0"
+    assert state["versions"]["degradation:rowcol"] == "diffkit-example-rowcol 0.3.0"
     assert state["config"]["sampler"] == "cold"  # the default for a cold degradation
     subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "6", "--out", str(tmp_path / "s.npz")], env=env,
                    check=True, capture_output=True)
@@ -107,6 +108,26 @@ def test_example_plugin_trains_and_samples_from_its_prior(installed_example, tmp
     data = np.load(tmp_path / "s.npz")
     assert data["images"].shape == (6, 28, 28)
     assert json.loads(str(data["meta"]))["nfe"] == 28
+    # the plugin's own sampler, guided towards one class: two evaluations a step
+    subprocess.run([*run, "sample", str(tmp_path / "run"), "-n", "4", "--sampler", "cold-2m", "--steps", "5",
+                    "--class", "3", "--guidance", "1.5", "--out", str(tmp_path / "g.npz")], env=env, check=True,
+                   capture_output=True)
+    data = np.load(tmp_path / "g.npz")
+    assert data["labels"].tolist() == [3] * 4 and json.loads(str(data["meta"]))["nfe"] == 10
+
+
+def test_the_example_two_step_sampler_restores_exactly_with_a_perfect_denoiser():
+    sys.path.insert(0, str(ROOT / "plugins" / "example-rowcol"))
+    from diffkit_rowcol import RowColAverage, RowColOptions, TwoStepCold
+
+    from diffkit.denoiser import Denoiser
+
+    d = RowColAverage(RowColOptions(noise=0.5))
+    x0 = torch.rand(3, 1, 28, 28) * 2 - 1
+    x_T = d.degrade(x0, torch.full((3,), d.T), torch.Generator().manual_seed(0))
+    # the two estimates agree, so the extrapolation 1.5·x̂0 − 0.5·x̂0 is x̂0 itself, and Algorithm 2 lands on x0
+    out = TwoStepCold().sample(Denoiser(lambda x, t: x0, d), x_T, 7)
+    assert torch.allclose(out, x0, atol=1e-5)
 
 
 def test_diffkit_plugins_loads_only_the_named_plugins(installed_example):

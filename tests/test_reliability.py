@@ -286,3 +286,121 @@ def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_to_the_one_before(tm
     assert state["step"] == 4 and "corrupt checkpoint" in warnings[0] and "using step-00000004" in warnings[0]
     resumed = train(tiny(8, checkpoint_every=2), run, resume=True, device="cpu")
     assert resumed.step == 8
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_last_checkpoint_stands(tmp_path, monkeypatch):
+    """ENOSPC injected into the second save: one line naming the path, the free space and the bytes needed;
+    the first checkpoint is complete, loads and resumes, and no half-written folder is left behind."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from conftest import invoke
+
+    real, calls = checkpoint.save_file, []
+
+    def fill_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", fill_up)
+    run = tmp_path / "run"
+    result = invoke(CliRunner(), "train", "--network", "cnn", *TINY, "--steps", 4, "--checkpoint-every", 2, "--out", run)
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: no space left to write") and "step-00000004" in message
+    assert "free on its device, about" in message and "MiB needed" in message and "what was written before is kept" in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000002"]
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    assert train(tiny(4), run, resume=True, device="cpu").step == 4
+
+
+def test_a_full_disk_during_any_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from diffkit.atomic import write_text
+    from diffkit.errors import DiffkitError
+
+    target = tmp_path / "report.md"
+    target.write_text("the old report")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DiffkitError, match=r"no space left to write .*report.md \(.* free on its device\)"):
+        write_text(target, "the new report")
+    monkeypatch.undo()
+    assert target.read_text() == "the old report" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_folders_linked_elsewhere_are_never_written_through(tmp_path, capsys):
+    """checkpoints/ and a compare folder's samples/ as links: one line before any work; tensorboard/ as a link:
+    one warning, and logging is off for that run."""
+    from click.testing import CliRunner
+
+    from conftest import invoke
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(elsewhere)
+    result = invoke(CliRunner(), "train", "--network", "cnn", *TINY, "--steps", 2, "--out", run)
+    assert result.exit_code == 1 and "checkpoints is a symbolic link; diffkit writes checkpoints only into a real " \
+                                      "folder" in result.output
+    (tmp_path / "c.toml").write_text('[compare]\nsamples = 10\n[[samples]]\nname = "x"\npath = "x.npz"\n')
+    import numpy as np
+    np.savez(tmp_path / "x.npz", images=np.zeros((10, 28, 28), np.uint8))
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "samples").symlink_to(elsewhere)
+    result = invoke(CliRunner(), "compare", tmp_path / "c.toml", "--out", tmp_path / "report")
+    assert result.exit_code == 1 and "samples is a symbolic link" in result.output
+    assert list(elsewhere.iterdir()) == []
+
+    pytest.importorskip("torch.utils.tensorboard")
+    from diffkit_tensorboard import log_metrics, writer
+
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "tensorboard").symlink_to(elsewhere)
+    writer.cache_clear()
+    log_metrics(run_dir=board, step=1, metrics={"train/loss": 1.0})
+    assert "tensorboard is a symbolic link; TensorBoard logging is off" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_missing_prior_or_a_newer_config_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from diffkit.errors import DiffkitError
+
+    run = tmp_path / "run"
+    train(make_config(degradation="blur", network="cnn", options=TINY_OPTIONS, steps=2, batch_size=8), run,
+          device="cpu")
+    folder = run / "checkpoints" / "step-00000002"
+    tensors = {k: v for k, v in load_file(folder / "weights.safetensors").items() if not k.startswith("prior.")}
+    save_file(tensors, folder / "weights.safetensors")
+    state = json.loads((folder / "state.json").read_text())
+    state["tensors_sha256"] = checkpoint.tensors_sha256(tensors)  # an edit that keeps the hash consistent
+    (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DiffkitError, match="holds no usable prior .*prior tensors missing: chol, means, weights"):
+        Run.load(run, device="cpu")
+    state["config"]["sampler_cache"] = 3
+    state["versions"]["diffkit"] = "9.0.0"
+    (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DiffkitError, match=r"was written by diffkit 9.0.0 \(this is .*\) and its config does not load "
+                                           r"here: unknown config key 'sampler_cache'"):
+        Run.load(run, device="cpu")
+
+
+def test_sample_counts_have_an_upper_bound(tmp_path):
+    from diffkit.errors import DiffkitError
+
+    run = Run.build(make_config(network="cnn", options=TINY_OPTIONS))
+    for n in (0, 10**7, True, 2.5):
+        with pytest.raises(DiffkitError, match="-n must be a positive integer up to 1,000,000"):
+            run.sample(n)

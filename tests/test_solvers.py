@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from diffkit.denoiser import Denoiser
 from diffkit_flow.flow import FlowMatching, FlowOptions
 from diffkit_gaussian.diffusion import GaussianDiffusion, GaussianOptions
 from diffkit_gaussian.samplers import DDIMSampler
@@ -35,7 +36,7 @@ def errors(cls, spacing, counts=(20, 40, 80)):
     d = GaussianDiffusion(GaussianOptions(T=1000, schedule="linear", prediction="x0"))
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     exact = exact_solution(d, x_T)
-    return [(cls(SolverOptions(spacing)).sample(ideal(d), d, x_T, n) - exact).abs().max().item() for n in counts]
+    return [(cls(SolverOptions(spacing)).sample(Denoiser(ideal(d), d), x_T, n) - exact).abs().max().item() for n in counts]
 
 
 def test_euler_converges_with_order_one():
@@ -62,7 +63,7 @@ def test_a_perfect_predictor_returns_the_data_point(cls, prediction, spacing):
         eps = (x - a * x0) / b
         return {"x0": x0, "eps": eps, "v": a * eps - b * x0}[prediction]
 
-    out = cls(SolverOptions(spacing)).sample(network, d, torch.randn(2, 1, 4, 4), 7)
+    out = cls(SolverOptions(spacing)).sample(Denoiser(network, d), torch.randn(2, 1, 4, 4), 7)
     assert torch.allclose(out, x0, atol=1e-4)
 
 
@@ -70,7 +71,7 @@ def test_euler_is_ddim():
     d = GaussianDiffusion(GaussianOptions(T=100, prediction="eps"))
     net = lambda x, t: torch.tanh(x * 0.3 + t.float().view(-1, 1, 1, 1) / 100)  # noqa: E731
     x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(EulerSampler().sample(net, d, x_T, 10), DDIMSampler().sample(net, d, x_T, 10), atol=1e-5)
+    assert torch.allclose(EulerSampler().sample(Denoiser(net, d), x_T, 10), DDIMSampler().sample(Denoiser(net, d), x_T, 10), atol=1e-5)
 
 
 @pytest.mark.parametrize("spacing", ["time", "logsnr", "karras"])
@@ -118,11 +119,11 @@ def test_flow_timesteps_are_logit_normal_or_uniform():
 def test_solvers_sample_flow_exactly_with_a_perfect_predictor_and_converge_on_gaussian_data(cls):
     d = flow(prediction="x0")
     x0 = torch.rand(2, 1, 4, 4) * 1.6 - 0.8
-    out = cls().sample(lambda x, t: x0, d, torch.randn(2, 1, 4, 4), 8)
+    out = cls().sample(Denoiser(lambda x, t: x0, d), torch.randn(2, 1, 4, 4), 8)
     assert torch.allclose(out, x0, atol=1e-5)
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     # at t = T, a = 0: the exact image is the quantile map μ + s·x_T
-    errs = [(cls().sample(ideal(d), d, x_T, n) - (MU + S * x_T)).abs().max().item() for n in (10, 40)]
+    errs = [(cls().sample(Denoiser(ideal(d), d), x_T, n) - (MU + S * x_T)).abs().max().item() for n in (10, 40)]
     assert errs[1] < errs[0] / 3, errs
 
 
@@ -132,6 +133,6 @@ def test_heun_steps_out_of_t_equals_T_with_euler_on_the_cosine_schedule():
     time-spaced steps the exact solution of Gaussian data is met within 0.05 mean |Δ| (0.15 before)."""
     d = GaussianDiffusion(GaussianOptions(T=1000, schedule="cosine", prediction="x0"))
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    out = HeunSampler(SolverOptions("time")).sample(ideal(d), d, x_T, 10)
+    out = HeunSampler(SolverOptions("time")).sample(Denoiser(ideal(d), d), x_T, 10)
     assert (out - exact_solution(d, x_T)).abs().mean() < 0.05
     assert HeunSampler(SolverOptions("time")).nfe(d, 10) == 18

@@ -54,14 +54,16 @@ def evaluate_command(cli):
     @data_root_option
     @features_options
     @click.option("--json", "json_out", type=click.Path(), help="Also write the scorecard as JSON [default: none].")
+    @click.option("--guidance", type=float, default=0.0, show_default=True,
+                  help="Guidance scale when SOURCE is a conditional run (its samples draw every class, balanced).")
     @device_options()
     def evaluate(source, split, count, value_range, sampler, steps, seed, dataset, data_root, features, space_options,
-                 json_out, device, precision):
+                 json_out, guidance, device, precision):
         """Score SOURCE against real held-out images: a run directory, diffkit's samples .npz, any .npy/.npz array
         of images, or a folder of PNG/JPEG images (another toolkit's samples are scored exactly like diffkit's)."""
         from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, parse_features, scorecard_table
-        from diffkit_eval.inputs import parse_range, read_images
+        from diffkit_eval.inputs import parse_range, read_images, read_labels
         from diffkit_eval.metrics import plain
 
         if count is not None and not 1 <= count <= 1_000_000:
@@ -75,14 +77,17 @@ def evaluate_command(cli):
         if (Path(source) / "checkpoints").is_dir():
             run = Run.load(source, device, precision)
             dataset = run.config.dataset
-            samples = run.sample(count or 10_000, sampler, None, steps, seed, console=console)
-            images, meta = samples.images, {**samples.meta, "run_dir": str(source)}
+            samples = run.sample(count or 10_000, sampler, None, steps, seed, console=console, guidance=guidance)
+            images, meta, labels = samples.images, {**samples.meta, "run_dir": str(source)}, samples.labels
         else:
+            if guidance:
+                raise DiffkitError("--guidance applies when SOURCE is a conditional run directory, which it samples")
             images, meta = read_images(source, count, value_range)
             if count is not None and count > len(images):
                 raise DiffkitError(f"-n {count} exceeds the {len(images)} images in {source}")
+            labels = read_labels(source, len(images))
         evaluator = Evaluator(dataset, split, data_root, console, device, names, options)
-        result = evaluator.score(images, meta, seed)
+        result = evaluator.score(images, meta, seed, labels=labels)
         table_console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))
         if json_out:
             write_text(json_out, json.dumps(plain(result), indent=2))

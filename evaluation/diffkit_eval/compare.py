@@ -19,6 +19,8 @@ Config (TOML):
     steps = 2000
     degradation_options = { T = 1000 }
     samplers = [{ name = "ddpm" }, { name = "ddim", steps = [10, 50], options = { eta = 0.0 } }]
+    conditional = true             # a class-conditional model draws every class, balanced; then a sampler may
+                                   # take guidance = [0, 1, 2] (one pair per scale w, scored per class too)
 
     [[samples]]                    # images made elsewhere, scored and compared like the pairs
     name = "ddpm-pytorch"
@@ -42,6 +44,7 @@ import torch
 from rich.markup import escape
 
 from diffkit import __version__, distributed
+from diffkit.atomic import refuse_link
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
 from diffkit.device import resolve_device
@@ -59,7 +62,7 @@ SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "d
             "features": list(DEFAULT_FEATURES), "space_options": {}}
 MODEL_KEYS = {"name", "preset", "samplers", "seeds"}
 IMPORTED_KEYS = {"name", "path", "range"}
-SAMPLER_KEYS = {"name", "steps", "options"}
+SAMPLER_KEYS = {"name", "steps", "options", "guidance"}
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Pair:
     runs: list = field(default_factory=list)  # (training seed, run name), one per seed
     source: Path | None = None  # an imported set's folder or array file ([[samples]]), scored as it is
     value_range: str | None = None  # its pixel range, when it is a float array that cannot tell
+    guidance: float | None = None  # a conditional model's guidance scale w; None for an unconditional one
 
     @property
     def options_text(self):
@@ -84,12 +88,14 @@ class Pair:
         """How every table, figure and page names the pair."""
         if self.source is not None:
             return f"{self.model} (imported)"
-        return f"{self.model} / {self.sampler}-{self.steps}" + (f" ({self.options_text})" if self.options else "")
+        guided = "" if self.guidance is None else f" w={self.guidance:g}"
+        return f"{self.model} / {self.sampler}-{self.steps}{guided}" + (f" ({self.options_text})" if self.options else "")
 
     def slug(self, run=None):
         """File-name stem of the pair (of one seed's run, when given): options, when given, add a hash of themselves."""
         tag = hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()[:8] if self.options else ""
-        return f"{run or self.model}__{self.sampler}-{self.steps}" + (f"-{tag}" if tag else "")
+        guided = "" if self.guidance is None else f"-w{self.guidance:g}"
+        return f"{run or self.model}__{self.sampler}-{self.steps}{guided}" + (f"-{tag}" if tag else "")
 
 
 def run_name(model, seed, own_seed):
@@ -144,12 +150,19 @@ def _pairs(path, name, entry, config, runs):
         unknown = sorted(set(s) - SAMPLER_KEYS)
         _need(not unknown, f"{path}: model {name!r}: unknown sampler key {unknown[0] if unknown else ''!r}")
         sampler, options, steps = s.get("name"), s.get("options", {}), s.get("steps")
+        guidance = s.get("guidance", 0.0 if config.conditional else None)
         _need(sampler is None or isinstance(sampler, str), f"{path}: model {name!r}: a sampler name must be a string")
         _need(isinstance(options, dict), f"{path}: model {name!r}: sampler options must be a table")
+        _need(guidance is None or config.conditional, f"{path}: model {name!r}: guidance needs conditional = true")
         for step in steps if isinstance(steps, list) else [steps]:
             _need(step is None or _is_int(step), f"{path}: model {name!r}: sampler steps must be integers, got {step!r}")
-            plan = run.plan(sampler, dict(options) if options else None, step)
-            pairs.append(Pair(name, plan.name, plan.steps, dict(options), runs))
+            for scale in guidance if isinstance(guidance, list) else [guidance]:
+                try:
+                    plan = run.plan(sampler, dict(options) if options else None, step, scale or 0.0)
+                except DiffkitError as exc:
+                    raise DiffkitError(f"{path}: model {name!r}: {exc.message}") from None
+                pairs.append(Pair(name, plan.name, plan.steps, dict(options), runs,
+                                  guidance=None if scale is None else plan.guidance))
     return pairs
 
 
@@ -219,8 +232,9 @@ def read_config(path):
         pairs.append(_imported(path, entry, set(models) | {p.model for p in pairs}))
     seen = {}
     for pair in pairs:
-        key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True))
-        _need(key not in seen, f"{path}: model {pair.model!r} lists {pair.sampler}-{pair.steps} twice with the same options")
+        key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True), pair.guidance)
+        _need(key not in seen, f"{path}: model {pair.model!r} lists {pair.sampler}-{pair.steps} twice with the same "
+                               f"options and guidance")
         seen[key] = pair
     return settings, runs, pairs
 
@@ -256,32 +270,34 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
 def sampling_key(run, plan, n, seed):
     """A hash of everything that decides a pair's samples."""
     request = {"weights": run.weights_sha256, "sampler": plan.name, "options": plan.sampler.options.__dict__,
-               "steps": plan.steps, "n": n, "seed": seed, "diffkit": __version__}
+               "steps": plan.steps, "n": n, "seed": seed, "diffkit": __version__,
+               **({"guidance": plan.guidance, "classes": "all"} if run.config.conditional else {})}
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def ensure_sampled(pair, run_dir, path, n, seed, console, device):
-    """Samples of one pair from one run, reused when the file holds samples of the same `sampling_key`.
-    Under torchrun every rank samples its share of the batches and rank 0 writes the files; the reverse path
-    of the first samples is drawn beside them (PATH-path.png)."""
+    """(images, meta, labels) of one pair from one run, reused when the file holds samples of the same
+    `sampling_key`; a conditional run draws every class, balanced. Under torchrun every rank samples its share
+    of the batches and rank 0 writes the files; the reverse path of the first samples is drawn beside them
+    (PATH-path.png)."""
     run = Run.load(run_dir, device)
-    plan = run.plan(pair.sampler, dict(pair.options) or None, pair.steps)
+    plan = run.plan(pair.sampler, dict(pair.options) or None, pair.steps, pair.guidance or 0.0)
     key = sampling_key(run, plan, n, seed)
     if path.exists():
-        images, meta = load_samples(path)
-        if meta.get("cache_key") == key and path_strip(path).exists():
-            return images, meta
+        cached = load_samples(path)
+        if cached.meta.get("cache_key") == key and path_strip(path).exists():
+            return cached.images, cached.meta, cached.labels
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
-    samples = generate(run, n, plan, seed, trajectory_count=8, console=console)
+    samples = generate(run, n, plan, seed, trajectory_count=8, console=console, labels=run.labels(n))
     meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
             "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen"),
             "cache_key": key}
     if distributed.is_main():
         strip, frames = samples.path_grid()
         save_grid(path_strip(path), strip, nrow=frames)
-        save_samples(path, samples.images, meta)
-    return samples.images, meta
+        save_samples(path, samples.images, meta, samples.labels)
+    return samples.images, meta, samples.labels
 
 
 def path_strip(samples_path):
@@ -322,6 +338,8 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
     imported = {pair.model: read_images(pair.source, settings["samples"], pair.value_range)
                 for pair in pairs if pair.source is not None}  # a bad file fails before anything trains
     out_dir = Path(out_dir)
+    for folder in ("runs", "samples", "cache", "figures", "pairs"):
+        refuse_link(out_dir / folder, folder)
     for name, config in runs.items():
         ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
     n, seed = settings["samples"], settings["seed"]
@@ -334,10 +352,10 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
         return None
     cache = out_dir / "cache"
     results = []
-    for pair, train_seed, run, images, meta in sampled:
-        features, score, curve = evaluator.score_cached(images, meta, seed, cache, console=console)
+    for pair, train_seed, run, images, meta, labels in sampled:
+        features, score, curve = evaluator.score_cached(images, meta, seed, cache, console=console, labels=labels)
         results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
-                        "score": score, "curve": curve, "meta": meta,
+                        "score": score, "curve": curve, "meta": meta, "labels": labels,
                         "samples_path": None if pair.source else out_dir / "samples" / f"{pair.slug(run)}.npz"})
         if pair.source is None:
             manager().hook.log_metrics(run_dir=out_dir / "runs" / run, step=meta["training_step"], metrics={
@@ -365,7 +383,7 @@ def imported_set(pair, images, meta):
         raise DiffkitError(f"[[samples]] {pair.model!r}: {pair.source} holds {len(images)} images; the metrics need "
                            f"at least {MIN_SAMPLES}")
     return images, {**meta, "n": len(images), "sampler": "imported", "steps": 0, "nfe": None,
-                    "source": str(pair.source), "value_range": pair.value_range}
+                    "source": str(pair.source), "value_range": pair.value_range}, None
 
 
 def log_of(run_dir):

@@ -19,15 +19,15 @@ from safetensors.torch import load_file, save_file
 
 from diffkit import __version__
 from diffkit.atomic import atomic_path, write_text
-from diffkit.data import load_images
+from diffkit.data import load_images, load_labels
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.options import parse_options
 from diffkit.plugins import get_component
 
 from diffkit_eval.features import extract, images_hash
-from diffkit_eval.metrics import (MIN_SAMPLES, class_scores, fid_bootstrap, from_plain, memorisation, plain, size_curve,
-                                  space_metrics, value)
+from diffkit_eval.metrics import (MIN_SAMPLES, class_scores, conditional_scores, fid_bootstrap, fid_statistics,
+                                  from_plain, memorisation, plain, size_curve, space_metrics, value)
 from diffkit_eval.reference import memorisation_reference, reference_statistics, space_reference
 
 DEFAULT_FEATURES = ("classifier", "autoencoder")
@@ -47,6 +47,7 @@ METRICS = [
     ("class_kl_uniform", "class KL to uniform", False), ("mean_confidence", "mean confidence", True),
     ("nn_distance_ratio", "NN-train distance / test's", "≈ 1; below: copying"), ("near_copies", "near copies", False),
     ("authenticity", "authenticity", "≈ real test images'; below: copying"),
+    ("conditioned_accuracy", "conditioned accuracy", True), ("class_fid", "per-class FID (mean)", False),
 ]
 
 
@@ -86,7 +87,7 @@ class Evaluator:
     def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu",
                  features=DEFAULT_FEATURES, space_options=None):
         device = resolve_device(str(device))
-        self.dataset, self.split = dataset, split
+        self.dataset, self.split, self.data_root = dataset, split, data_root
         self.spaces = [build_space(n, dataset, (space_options or {}).get(n), device) for n in parse_features(features)]
         self.classifier = next((s for s in self.spaces if s.name == "classifier"), None) \
             or build_space("classifier", dataset, None, device)
@@ -96,6 +97,16 @@ class Evaluator:
         self.train_images = load_images(dataset, "train", data_root)
         test = self.images if split == "test" else load_images(dataset, "test", data_root)
         self.memory = memorisation_reference(test, self.train_images)
+        self._class_references = None
+
+    def class_references(self):
+        """FID statistics of the reference split's images of each class in the primary space, for conditional
+        sets (made on first use)."""
+        if self._class_references is None:
+            labels = load_labels(self.dataset, self.split, self.data_root)
+            features = self.references[0]["features"]
+            self._class_references = [fid_statistics(features[labels == c]) for c in range(int(labels.max()) + 1)]
+        return self._class_references
 
     @property
     def versions(self):
@@ -122,12 +133,14 @@ class Evaluator:
         """FID in the primary space alone (bootstrap std), for tables that need no full scorecard."""
         return value(*fid_bootstrap(extract(self.spaces[0], images)["features"], self.references[0], seed), len(images))
 
-    def score_cached(self, images, meta, seed, folder, floor=False, console=None):
-        """(features, score, FID-against-N curve) of one image set, cached in `folder` under a hash of the images,
-        the versions of the feature spaces, the reference, the seed and diffkit's version: change any of them and
-        it is recomputed. An entry that cannot be read is made again, with a warning."""
+    def score_cached(self, images, meta, seed, folder, floor=False, console=None, labels=None):
+        """(features, score, FID-against-N curve) of one image set, cached in `folder` under a hash of the images
+        (and of their class labels), the versions of the feature spaces, the reference, the seed and diffkit's
+        version: change any of them and it is recomputed. An entry that cannot be read is made again, with a
+        warning."""
+        asked = None if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()
         key = hashlib.sha256(json.dumps({"images": images_hash(images), "spaces": self.versions,
-                                         "reference": self.split, "floor": floor, "seed": seed,
+                                         "reference": self.split, "floor": floor, "seed": seed, "labels": asked,
                                          "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
         features_path, score_path = Path(folder) / f"{key}.safetensors", Path(folder) / f"{key}.json"
         if features_path.exists() or score_path.exists():
@@ -140,7 +153,7 @@ class Evaluator:
                     console.print(f"[yellow]Warning: the score cache {escape(str(features_path.with_suffix('')))} is "
                                   f"unreadable; scoring again")
         features = self.features(images)
-        score = self.score(images, meta, seed, features, floor=floor)
+        score = self.score(images, meta, seed, features, floor=floor, labels=labels)
         reference = (self.floor_references if floor else self.references)[0]
         curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
         with atomic_path(features_path) as tmp:
@@ -149,9 +162,10 @@ class Evaluator:
                                                  "curve": curve})))
         return features, score, curve
 
-    def score(self, images, meta=None, seed=0, features=None, floor=False):
+    def score(self, images, meta=None, seed=0, features=None, floor=False, labels=None):
         """The scorecard of one image set; floor=True scores against the split's odd-numbered half (the floor's
-        images come from its even-numbered half)."""
+        images come from its even-numbered half); labels (N,), the class each image was asked to be, add the
+        conditional scores."""
         gen = features or self.features(images)
         refs = self.floor_references if floor else self.references
         metrics = space_metrics(gen["features"], refs[0], seed)
@@ -160,6 +174,11 @@ class Evaluator:
         metrics.update(class_scores(gen["logits"], seed))
         metrics.update(memorisation(images, self.train_images, self.memory["test_nn"], self.memory["train_nn"],
                                     self.memory["test_authenticity"]))
+        if labels is not None:
+            classes = len(self.class_references())
+            if len(labels) != len(images) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= classes):
+                raise DiffkitError(f"class labels must be one per image in 0..{classes} ({classes}: no class)")
+            metrics.update(conditional_scores(gen["logits"], gen["features"], labels, self.class_references()))
         n_ref = len(refs[0]["features"])
         what = f"the odd-numbered half of {self.dataset} {self.split}" if floor else f"{self.dataset} {self.split}"
         return {
@@ -190,6 +209,9 @@ def scorecard_table(result, title="scorecard"):
             better = {True: "higher", False: "lower"}.get(higher, higher)
             table.add_row(label, str(result["metrics"][key]), better)
     table.add_row("class histogram", " ".join(map(str, result["metrics"]["class_histogram"])), "flat")
+    worst = result["metrics"].get("class_fid_worst")
+    if worst:
+        table.add_row("worst class", f"{worst['class']} (FID {worst['fid']:.4g})", "")
     return table
 
 
@@ -200,7 +222,7 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
     import numpy as np
 
     from diffkit.generate import Samples
-    from diffkit_eval.inputs import parse_range, read_images, to_pixels
+    from diffkit_eval.inputs import parse_range, read_images, read_labels, to_pixels
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000):
         raise DiffkitError(f"n must be a positive integer up to 1,000,000, got {n!r}")
@@ -209,11 +231,12 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
     if reference not in ("test", "train"):
         raise DiffkitError(f"unknown reference split {reference!r}; choose test or train")
     value_range = parse_range(value_range)
-    meta = {}
+    meta, labels = {}, None
     if isinstance(samples, Samples):
-        images, meta = samples.images, samples.meta
+        images, meta, labels = samples.images, samples.meta, samples.labels
     elif isinstance(samples, (str, Path)):
         images, meta = read_images(samples, n, value_range)
+        labels = read_labels(samples, len(images))
     elif isinstance(samples, (torch.Tensor, np.ndarray)):
         array = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else samples
         images = to_pixels(array, "the images given", value_range)
@@ -224,5 +247,6 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
         if n > len(images):
             raise DiffkitError(f"n = {n} exceeds the {len(images)} images given")
         images = images[:n]
+        labels = None if labels is None else labels[:n]
     dataset = dataset or meta.get("config", {}).get("dataset", "mnist")
-    return Evaluator(dataset, reference, data_root, console, device, features).score(images, meta, seed)
+    return Evaluator(dataset, reference, data_root, console, device, features).score(images, meta, seed, labels=labels)

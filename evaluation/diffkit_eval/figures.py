@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from diffkit.atomic import atomic_path  # noqa: E402
-from diffkit.images import save_grid  # noqa: E402
+from diffkit.images import class_rows, save_grid  # noqa: E402
 from diffkit_eval.metrics import nearest_training  # noqa: E402
 
 
@@ -23,16 +23,22 @@ def figure(path, draw, size=(6, 4)):
 
 
 def sampler_cell(row):
-    """The sampler, with the options the config gave it: pairs that differ only in options stay apart."""
-    return row["sampler"] + (f" ({row['options']})" if row["options"] else "")
+    """The sampler, with the options the config gave it and its guidance: pairs that differ only in options
+    or guidance stay apart."""
+    guided = "" if row.get("guidance") is None else f" w={row['guidance']:g}"
+    return row["sampler"] + guided + (f" ({row['options']})" if row["options"] else "")
 
 
 def pair_figures(result, train_images, folder):
-    """A pair's images (of its first training seed): a grid, the most and least confident samples with the
-    nearest training image under each, and its class histogram. Returns their file names."""
+    """A pair's images (of its first training seed): a grid (one row per class for a conditional pair), the
+    most and least confident samples with the nearest training image under each, and its class histogram.
+    Returns their file names."""
     slug = result["pair"].slug()
-    images = result["images"]
-    save_grid(folder / f"grid-{slug}.png", images[:64], nrow=8)
+    images, labels = result["images"], result.get("labels")
+    if labels is None:
+        save_grid(folder / f"grid-{slug}.png", images[:64], nrow=8)
+    else:
+        save_grid(folder / f"grid-{slug}.png", *class_rows(images, labels))
     order = result["features"]["logits"].softmax(1).max(1).values.argsort()
     shown = torch.cat([order[-8:].flip(0), order[:8]])
     nearest = nearest_training(images[shown], train_images)[1]
@@ -66,7 +72,8 @@ def comparison_figures(comparison, rows, folder, logs):
         for name, log in logs.items():
             ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
         ax.set(xlabel="training step", ylabel="training loss (each model's own)", yscale="log")
-        ax.legend(fontsize=7)
+        if logs:  # a comparison of imported sets only has no training
+            ax.legend(fontsize=7)
 
     figure(folder / "loss.png", losses)
     made["loss"] = "loss.png"
@@ -101,8 +108,8 @@ def comparison_figures(comparison, rows, folder, logs):
 
     series = {}
     for row in pairs:
-        series.setdefault((row["model"], row["sampler"]), []).append(row)
-    multi = {k: sorted(v, key=lambda r: r["steps"]) for k, v in series.items() if len(v) > 1}
+        series.setdefault((row["model"], row["sampler"], row["guidance"]), []).append(row)
+    multi = {k[:2]: sorted(v, key=lambda r: r["steps"]) for k, v in series.items() if len({r["steps"] for r in v}) > 1}
     if multi:
         def against_steps(fig):
             for i, key in enumerate(["fid", "precision", "recall", "coverage"]):
@@ -142,6 +149,36 @@ def comparison_figures(comparison, rows, folder, logs):
         figure(folder / "frontier.png", frontier, size=(10, 3.6 * len(per_model)))
         made["frontier"] = "frontier.png"
 
+    sweeps = guidance_sweeps(pairs)
+    if sweeps:
+        floor = next((r for r in rows if r["model"] == "floor"), None)
+
+        def against_guidance(fig):
+            trade, diversity = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+            for (model, sampler, steps), rs in sweeps.items():
+                line = trade.errorbar([r["conditioned_accuracy"] for r in rs], [r["fid"] for r in rs],
+                                      [r["fid_std"] for r in rs], [r["conditioned_accuracy_std"] for r in rs],
+                                      marker="o", capsize=2, label=f"{model} / {sampler}-{steps}")
+                for r in rs:
+                    trade.annotate(f"w={r['guidance']:g}", (r["conditioned_accuracy"], r["fid"]), fontsize=6,
+                                   xytext=(3, 3), textcoords="offset points")
+                colour = line[0].get_color()
+                diversity.plot([r["guidance"] for r in rs], [r["precision"] for r in rs], marker="o", color=colour,
+                               label=f"{model}: precision")
+                diversity.plot([r["guidance"] for r in rs], [r["recall"] for r in rs], marker="s", color=colour,
+                               linestyle="--", label=f"{model}: recall")
+            if floor:
+                trade.axhline(floor["fid"], color="black", linestyle="--", label="floor (real test images)")
+            trade.set(xlabel=f"conditioned accuracy ({comparison['classifier'].get('version', '?')})",
+                      ylabel=in_space("FID"), yscale="log", title="guidance: fidelity against hitting the class")
+            diversity.set(xlabel="guidance scale w", ylabel=in_space("precision, recall (k=3)"),
+                          title="precision (solid) and recall (dashed)")
+            trade.legend(fontsize=6)
+            diversity.legend(fontsize=5, ncol=2)
+
+        figure(folder / "guidance.png", against_guidance, size=(11, 4.2))
+        made["guidance"] = "guidance.png"
+
     sweeps = option_sweeps(pairs)
     if sweeps:
         def against_option(fig):
@@ -158,13 +195,22 @@ def comparison_figures(comparison, rows, folder, logs):
     return made
 
 
+def guidance_sweeps(rows):
+    """{(model, sampler, steps): rows sorted by guidance} for conditional pairs sampled at several scales."""
+    groups = {}
+    for row in rows:
+        if row.get("guidance") is not None and "conditioned_accuracy" in row:
+            groups.setdefault((row["model"], row["sampler"], row["steps"]), []).append(row)
+    return {k: sorted(v, key=lambda r: r["guidance"]) for k, v in groups.items() if len(v) > 1}
+
+
 def option_sweeps(rows):
     """{(model, sampler, steps, option): rows sorted by it} where rows of one model, sampler and steps differ
     in exactly one numeric sampler option (a sweep of delta, say)."""
     groups, sweeps = {}, {}
     for row in rows:
-        groups.setdefault((row["model"], row["sampler"], row["steps"]), []).append(row)
-    for (model, sampler, steps), rs in groups.items():
+        groups.setdefault((row["model"], row["sampler"], row["steps"], row.get("guidance")), []).append(row)
+    for (model, sampler, steps, _), rs in groups.items():
         varying = {k for r in rs for k, v in r["sampler_options"].items()
                    if any(o["sampler_options"].get(k) != v for o in rs)}
         if len(rs) > 1 and len(varying) == 1:

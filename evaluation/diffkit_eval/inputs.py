@@ -172,6 +172,24 @@ def _meta(path, raw):
     return meta
 
 
+def read_labels(source, count):
+    """The `labels` array of a diffkit samples .npz (the class each image was asked to be), its first `count`
+    rows as int64, or None for any other source."""
+    source = Path(source)
+    if not source.is_file() or _is_npy(source):
+        return None
+    try:
+        with zipfile.ZipFile(source) as archive:
+            if "labels.npy" not in archive.namelist():
+                return None
+            labels = _member(archive, "labels.npy", source, count)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DiffkitError(f"cannot read the labels of {source}: {exc}".splitlines()[0]) from None
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DiffkitError(f"{source}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
 def read_images(source, count=None, value_range=None):
     """(uint8 (N, C, H, W), meta) from a folder of images or an .npy/.npz file; the first `count` when given."""
     source = Path(source)

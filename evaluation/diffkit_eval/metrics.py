@@ -206,6 +206,29 @@ def class_scores(logits, seed=0):
     }
 
 
+def conditional_scores(logits, features, labels, class_references):
+    """What a class-conditional set adds, over its images asked to be a class (the null label, `len(
+    class_references)`, is left out): conditioned accuracy, the share the classifier puts in the class asked
+    for (binomial standard error); and FID within each class against that class's reference images, as the mean
+    over the classes with at least MIN_SAMPLES images (± its standard error over classes) and the worst class.
+    Per-class FID at 100 images a class carries a large small-sample bias: compare it at equal N only."""
+    asked = labels < len(class_references)
+    n = int(asked.sum())
+    if n == 0:
+        return {}
+    accuracy = (logits[asked].argmax(dim=1) == labels[asked]).double().mean()
+    scores = {"conditioned_accuracy": value(accuracy, binomial_se(accuracy, n), n)}
+    per_class = {int(c): fid(features[labels == c], class_references[int(c)])
+                 for c in labels[asked].unique() if int((labels == c).sum()) >= MIN_SAMPLES}
+    if per_class:
+        values = torch.tensor(list(per_class.values()), dtype=torch.float64)
+        spread = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+        worst = max(per_class, key=per_class.get)
+        scores["class_fid"] = value(values.mean(), spread, n)
+        scores["class_fid_worst"] = {"class": worst, "fid": per_class[worst]}
+    return scores
+
+
 def _centred(images):
     """uint8 pixels as int8 around 128: exact integer dot products, 4× the speed of float32 matrix products."""
     return (torch.as_tensor(images).flatten(1).to(torch.int16) - 128).to(torch.int8)

@@ -64,8 +64,12 @@ TIPS = {
     "nn_distance_ratio": "Median pixel distance to the nearest training image, over that of unseen test images: below 1 is copying",
     "near_copies": "Share of samples closer to a training image than 99% of test images are",
     "authenticity": "Share of samples farther from their nearest training image than its own nearest neighbour (Alaa et al.)",
+    "conditioned_accuracy": "Conditional pairs: the share of samples the classifier puts in the class they were asked "
+                            "to be",
+    "class_fid": "Conditional pairs: FID within each class against that class's test images, averaged over the "
+                 "classes (about N/10 images a class: far more small-sample bias than the overall FID)",
 }
-MAIN = ("fid", "kid", "precision", "recall", "coverage", "fid_second", "class_entropy")
+MAIN = ("fid", "kid", "precision", "recall", "coverage", "fid_second", "class_entropy", "conditioned_accuracy")
 
 
 def _num(x, digits=0):
@@ -142,16 +146,17 @@ def summary_markdown(comparison, summary, made):
 
 def scores_markdown(rows, made):
     """The scorecard: the main metrics in one table, every metric in a collapsible one."""
+    present = [key for key, _, _ in METRICS if any(key in r for r in rows)]  # conditional metrics: some rows only
     marks = {key: standing(rows, key, higher) if isinstance(higher, bool) else [""] * len(rows)
-             for key, _, higher in METRICS if key in rows[0]}
+             for key, _, higher in METRICS if key in present}
 
     def metric_table(keys):
-        shown = [m for m in METRICS if m[0] in keys and m[0] in rows[0]]
+        shown = [m for m in METRICS if m[0] in keys and m[0] in present]
         body = []
         for i, r in enumerate(rows):
             cells = [page_link(r), sampler_cell(r), r["steps"] or "-", r["nfe"] or "-", len(r["seeds"]) or "-"]
             cells += [f"{r[key]:.4g} ± {r[key + '_std']:.2g}" + {"best": " ★", "≈ best": " ☆"}.get(marks[key][i], "")
-                      for key, _, _ in shown]
+                      if key in r else "-" for key, _, _ in shown]
             body.append(cells)
         header = ["pair", "sampler", "steps", "NFE", "seeds"] + [tip(label, TIPS[key]) for key, label, _ in shown]
         return table(header, body, numeric=set(range(2, len(header))))
@@ -233,6 +238,20 @@ def report_markdown(comparison, summary, made):
                      ("option", "FID and class entropy against the swept sampler option")]:
         if key in made:
             lines += [f"![{alt}](figures/{made[key]})", ""]
+    if "guidance" in made:
+        lines += ["## Guidance", "",
+                  "Conditional pairs at each guidance scale w (prediction = cond + w·(cond − uncond); a guided step costs "
+                  "2 NFE). *Accuracy*: the share of samples the classifier puts in the class asked for; *per-class FID*: "
+                  "the mean over classes, with the worst class.", ""]
+        guided = sorted((r for r in pairs if r["guidance"] is not None and "conditioned_accuracy" in r),
+                        key=lambda r: (r["model"], r["sampler"], r["steps"], r["guidance"]))
+        lines += table(["pair", "w", "NFE", "FID", "accuracy", "per-class FID", "worst class", "precision", "recall"],
+                       [[page_link(r), f"{r['guidance']:g}", r["nfe"], f"{r['fid']:.4g} ± {r['fid_std']:.2g}",
+                         f"{r['conditioned_accuracy']:.3f} ± {r['conditioned_accuracy_std']:.2g}",
+                         f"{r['class_fid']:.4g}" if "class_fid" in r else "-", r.get("class_fid_worst", "-"),
+                         f"{r['precision']:.3f}", f"{r['recall']:.3f}"] for r in guided], numeric={1, 2, 3, 4, 5, 7, 8})
+        lines += ["", f"![FID against conditioned accuracy as guidance grows, and precision and recall against w]"
+                      f"(figures/{made['guidance']})", ""]
     lines += ["## Pairs", "", "Each pair's page shows its best and worst samples, their nearest training images, the "
               "class histogram, a reverse trajectory, its full config and provenance.", ""]
     for r in pairs:
@@ -250,7 +269,9 @@ def pair_markdown(row, results, figures, samples_folder):
     lines = [f"# {cell(row['label'])}", "", "[← the comparison](../report.html)", "",
              f"N = {row['n']} samples per training seed against {row['reference']}; figures from training seed "
              f"{first['train_seed']} (run `{first['run']}`).", "",
-             "## Samples", "", f"![samples](../figures/{figures['grid']})", "",
+             "## Samples", "", *([f"One row per class asked for (guidance w = {row['guidance']:g}):", ""]
+                                  if row.get("guidance") is not None else []),
+             f"![samples](../figures/{figures['grid']})", "",
              "Most confident (row 1) and least confident (row 3) samples by the classifier, each above its nearest "
              "training image (rows 2 and 4):", "", f"![best and worst with nearest training images](../figures/{figures['best_worst']})",
              "", "Generated class histogram:", "", f"![class histogram](../figures/{figures['classes']})", "",

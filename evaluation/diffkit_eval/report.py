@@ -59,7 +59,7 @@ def write_report(comparison):
               "versions": {r["pair"].slug(r["run"]): r["meta"].get("versions", {}) for r in comparison["results"]}}
     write_text(out / "metrics.json", json.dumps(plain(record), indent=2))
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
-        fields = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+        fields = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, (dict, list))))
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

@@ -9,6 +9,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from diffkit import draws
 from diffkit.data import load_images, to_model_range, to_uint8
+from diffkit.denoiser import Denoiser
 from diffkit_eval.metrics import value
 
 
@@ -36,7 +37,7 @@ def restore(run, evaluator, count, sampler=None, steps=None, seed=0, split="test
         x_T = d.degrade(x0, t, g, params=params)
         outputs["degraded"].append(to_uint8(x_T).cpu())
         outputs["direct"].append(to_uint8(d.predict_x0(net, x_T, t)).cpu())
-        outputs["sampled"].append(to_uint8(plan.sampler.sample(net, d, x_T, plan.steps, g, params=params)).cpu())
+        outputs["sampled"].append(to_uint8(plan.sampler.sample(Denoiser(net, d), x_T, plan.steps, g, params=params)).cpu())
     result = {}
     for kind, parts in outputs.items():
         images = torch.cat(parts)

@@ -40,6 +40,9 @@ def metric_fields(scores):
         row[key], row[f"{key}_std"], row[f"{key}_sample_std"], row[f"{key}_seed_std"] = pooled(estimates)
         row[f"{key}_seeds"] = [e.value for e in estimates]
     row["class_histogram"] = [sum(h) for h in zip(*(s["metrics"]["class_histogram"] for s in scores))]
+    if "class_fid_worst" in scores[0]["metrics"]:
+        worst = scores[0]["metrics"]["class_fid_worst"]
+        row["class_fid_worst"] = f"{worst['class']} (FID {worst['fid']:.3g})"
     return row
 
 
@@ -68,7 +71,7 @@ def pair_row(pair, results):
     train_seconds = [r["meta"].get("train_seconds") for r in results]
     return _row([r["score"] for r in results], [r["curve"] for r in results],
                 model=pair.model, sampler=meta["sampler"], steps=meta["steps"], nfe=meta["nfe"],
-                options=pair.options_text, label=pair.label, slug=pair.slug(), reference_row=False,
+                options=pair.options_text, guidance=pair.guidance, label=pair.label, slug=pair.slug(), reference_row=False,
                 seeds=[r["train_seed"] for r in results if r["train_seed"] is not None], runs=[r["run"] for r in results],
                 imported=pair.source is not None,
                 training_images=meta.get("images_seen"),
@@ -81,7 +84,7 @@ def reference_row(reference):
     """A reference row (floor or copy), shaped like a pair's."""
     name = reference["name"]
     return _row([reference["score"]], [reference["curve"]],
-                model=name, sampler="-", steps=0, nfe=0, options="", slug=name,
+                model=name, sampler="-", steps=0, nfe=0, options="", guidance=None, slug=name,
                 label=f"{name} ({reference['info']['what']})", reference_row=True, seeds=[], runs=[], imported=False,
                 training_images=None, training_seconds=None, sampling_seconds=None, seconds_per_1000=None,
                 sampler_options={})
@@ -104,12 +107,15 @@ def verdict(a, b, key="fid", lower_is_better=True):
 def standing(rows, key, higher):
     """Per row: 'best', '≈ best' (within SIGMAS combined standard errors of the best) or ''; reference rows
     take no part."""
-    ranked = [r for r in rows if not r["reference_row"]]
+    ranked = [r for r in rows if not r["reference_row"] and key in r]
     if not ranked:
         return [""] * len(rows)
     best = max(ranked, key=lambda r: r[key] if higher else -r[key])
     marks = []
     for r in rows:
+        if r["reference_row"] or key not in r:
+            marks.append("")
+            continue
         spread = SIGMAS * math.hypot(r[f"{key}_std"], best[f"{key}_std"])
         marks.append("" if r["reference_row"] else
                      "best" if r is best else ("≈ best" if abs(r[key] - best[key]) <= spread else ""))

@@ -98,4 +98,7 @@ class ColdDegradation(Degradation):
         return dict(self.prior) if self.prior else {}
 
     def load_prior_state(self, state):
-        self.prior = dict(state) or None
+        missing = sorted({"weights", "means", "chol"} - set(state))
+        if missing:
+            raise KeyError(f"prior tensors missing: {', '.join(missing)}")
+        self.prior = dict(state)

@@ -31,36 +31,35 @@ class StochasticOptions:
             raise ValueError(f"delta must be in [0, 1], got {self.delta}")
 
 
-def _estimate(network, degradation, x, t):
-    tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
-    return tt, degradation.predict_x0(network, x, tt).clamp(-1, 1)
-
-
 class StochasticCold(Sampler):
     """A cold sampler whose `jump` may be followed by fresh noise of std δ."""
 
     Options = StochasticOptions
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
-        x = self.jump(network, degradation, x, t, s, generator, params)
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        x = self.jump(denoiser, x, t, s, generator, params)
         if s > 0 and self.options.delta > 0:
             x = x + self.options.delta * draws.randn(x.shape, generator, x.device)
         return x
 
 
-def _increment(network, degradation, x, at, t, s, params=None):
+def _steps(x, t):
+    return torch.full((len(x),), t, dtype=torch.long, device=x.device)
+
+
+def _increment(denoiser, x, at, t, s, params=None):
     """Algorithm 2's jump from t to s, D(x̂0, s; ε̂) − D(x̂0, t; ε̂), with x̂0 and ε̂ estimated from x at `at`."""
-    tat, x0 = _estimate(network, degradation, x, at)
-    eps = degradation.noise_estimate(x, x0, tat, params)
-    tt, ss = torch.full_like(tat, t), torch.full_like(tat, s)
+    degradation, x0 = denoiser.degradation, denoiser(x, at)
+    eps = degradation.noise_estimate(x, x0, _steps(x, at), params)
+    tt, ss = _steps(x, t), _steps(x, s)
     return degradation.degrade(x0, ss, noise=eps, params=params) - degradation.degrade(x0, tt, noise=eps, params=params)
 
 
 class ColdSampler(StochasticCold):
     description = "cold diffusion Algorithm 2 (TACoS): x_s = x_t − D(x̂0, t) + D(x̂0, s), + δ·ε if delta > 0"
 
-    def jump(self, network, degradation, x, t, s, generator=None, params=None):
-        return x + _increment(network, degradation, x, t, t, s, params)
+    def jump(self, denoiser, x, t, s, generator=None, params=None):
+        return x + _increment(denoiser, x, t, t, s, params)
 
 
 class HeunColdSampler(StochasticCold):
@@ -69,24 +68,23 @@ class HeunColdSampler(StochasticCold):
     def nfe(self, degradation, steps):
         return 2 * steps - 1
 
-    def jump(self, network, degradation, x, t, s, generator=None, params=None):
-        euler = _increment(network, degradation, x, t, t, s, params)
+    def jump(self, denoiser, x, t, s, generator=None, params=None):
+        euler = _increment(denoiser, x, t, t, s, params)
         if s == 0:
             return x + euler
-        return x + (euler + _increment(network, degradation, x + euler, s, t, s, params)) / 2
+        return x + (euler + _increment(denoiser, x + euler, s, t, s, params)) / 2
 
 
 class NaiveColdSampler(StochasticCold):
     description = "cold diffusion Algorithm 1: x_s = D(x̂0, s), + δ·ε if delta > 0"
 
-    def jump(self, network, degradation, x, t, s, generator=None, params=None):
-        tt, x0 = _estimate(network, degradation, x, t)
-        return degradation.degrade(x0, torch.full_like(tt, s), generator, params=params)
+    def jump(self, denoiser, x, t, s, generator=None, params=None):
+        return denoiser.degradation.degrade(denoiser(x, t), _steps(x, s), generator, params=params)
 
 
 class DirectSampler(Sampler):
     description = "one-step restoration x̂0 = R(x_T, T) (the paper's 'direct' baseline)"
     fixed_steps = 1
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
-        return _estimate(network, degradation, x, t)[1]
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        return denoiser(x, t)

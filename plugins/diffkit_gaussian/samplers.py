@@ -24,9 +24,9 @@ class DDPMSampler(Sampler):
     def supports(self, degradation):
         return isinstance(degradation, GaussianDiffusion)
 
-    def p_sample(self, network, diffusion, x, t, s, generator=None, params=None):
+    def p_sample(self, denoiser, x, t, s, state=None, generator=None, params=None):
         """One ancestral step x_t -> x_s."""
-        x0 = diffusion.predict_x0(network, x, _full(x, t)).clamp(-1, 1)
+        diffusion, x0 = denoiser.degradation, denoiser(x, t)
         mean, variance = diffusion.q_posterior_mean_variance(x0, x, _full(x, t), _full(x, s))
         if s == 0:
             return mean
@@ -54,9 +54,9 @@ class DDIMSampler(Sampler):
     def default_steps(self, degradation):
         return min(50, degradation.T)
 
-    def ddim_sample(self, network, diffusion, x, t, s, generator=None, params=None):
+    def ddim_sample(self, denoiser, x, t, s, state=None, generator=None, params=None):
         """One DDIM step x_t -> x_s."""
-        x0 = diffusion.predict_x0(network, x, _full(x, t)).clamp(-1, 1)
+        diffusion, x0 = denoiser.degradation, denoiser(x, t)
         eps = diffusion.noise_estimate(x, x0, _full(x, t))
         a_t, a_s = diffusion.alphas_cumprod[t], diffusion.alphas_cumprod[s]
         sigma = self.options.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()

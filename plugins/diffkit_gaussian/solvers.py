@@ -57,7 +57,7 @@ class ODESolver(Sampler):
     Options = SolverOptions
 
     def supports(self, degradation):
-        return hasattr(degradation, "signal_std")
+        return degradation.signal_std(torch.tensor([degradation.T], device="cpu")) is not None
 
     def default_steps(self, degradation):
         return min(self.default_step_count, degradation.T)
@@ -68,11 +68,10 @@ class ODESolver(Sampler):
     def nfe(self, degradation, steps):
         return len(self.timesteps(degradation, steps)) - 1
 
-    def denoise(self, network, degradation, x, t):
+    def denoise(self, denoiser, x, t):
         """D = x̂0 (clipped to the data range) and ε̂ at step t."""
-        a, b = coefficients(degradation, t, x.device)
-        tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
-        x0 = degradation.predict_x0(network, x, tt).clamp(-1, 1)
+        a, b = coefficients(denoiser.degradation, t, x.device)
+        x0 = denoiser(x, t)
         return x0, (x - a * x0) / b
 
 
@@ -80,9 +79,9 @@ class EulerSampler(ODESolver):
     description = "Euler on the probability-flow ODE (first order; DDIM for Gaussians); 50 steps by default"
     default_step_count = 50
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
-        x0, eps = self.denoise(network, degradation, x, t)
-        a_s, b_s = coefficients(degradation, s, x.device)
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        x0, eps = self.denoise(denoiser, x, t)
+        a_s, b_s = coefficients(denoiser.degradation, s, x.device)
         return a_s * x0 + b_s * eps
 
 
@@ -94,8 +93,9 @@ class HeunSampler(ODESolver):
     def nfe(self, degradation, steps):
         return max(1, 2 * super().nfe(degradation, steps) - 2)
 
-    def step(self, network, degradation, x, t, s, generator=None, params=None):
-        x0, eps = self.denoise(network, degradation, x, t)
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        degradation = denoiser.degradation
+        x0, eps = self.denoise(denoiser, x, t)
         a_t, b_t = coefficients(degradation, t, x.device)
         a_s, b_s = coefficients(degradation, s, x.device)
         euler = a_s * x0 + b_s * eps
@@ -103,7 +103,7 @@ class HeunSampler(ODESolver):
         # cosine schedule), and averaging the slopes at both ends of that jump magnifies the network's error
         if s == 0 or t == degradation.T:
             return euler
-        _, eps_s = self.denoise(network, degradation, euler, s)
+        _, eps_s = self.denoise(denoiser, euler, s)
         # x/a moves by (σ_s − σ_t)·mean(ε̂_t, ε̂_s), with σ = b/a
         return (a_s / a_t) * x + (b_s - a_s * b_t / a_t) * (eps + eps_s) / 2
 
@@ -112,26 +112,20 @@ class DPMSolverPP2M(ODESolver):
     description = "DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in log-SNR; 20 steps by default"
     default_step_count = 20
 
-    @torch.no_grad()
-    def sample(self, network, degradation, x_T, steps, generator=None, trajectory=False, on_step=None, params=None):
-        grid = self.timesteps(degradation, steps)
-        x, path, previous = x_T, [x_T], None  # previous: (x0 estimate, h) of the last step
-        for t, s in zip(grid[:-1], grid[1:]):
-            x0, _ = self.denoise(network, degradation, x, t)
-            a_t, b_t = coefficients(degradation, t, x.device)
-            a_s, b_s = coefficients(degradation, s, x.device)
-            h = _log_snr(a_s, b_s) - _log_snr(a_t, b_t)
-            d = x0
-            if previous is not None and s > 0:  # second order from the last two estimates
-                r = previous[1] / h
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous[0]
-            x = (b_s / b_t) * x + (a_s - a_t * b_s / b_t) * d  # = (b_s/b_t)·x − a_s·(e^{−h} − 1)·d
-            previous = (x0, h)
-            if trajectory:
-                path.append(x)
-            if on_step:
-                on_step()
-        return (x, path) if trajectory else x
+    def begin(self, degradation, timesteps):
+        return {"previous": None}  # (x0 estimate, h) of the last step
+
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        x0, _ = self.denoise(denoiser, x, t)
+        a_t, b_t = coefficients(denoiser.degradation, t, x.device)
+        a_s, b_s = coefficients(denoiser.degradation, s, x.device)
+        h = _log_snr(a_s, b_s) - _log_snr(a_t, b_t)
+        d, previous = x0, state["previous"]
+        if previous is not None and s > 0:  # second order from the last two estimates
+            r = previous[1] / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous[0]
+        state["previous"] = (x0, h)
+        return (b_s / b_t) * x + (a_s - a_t * b_s / b_t) * d  # = (b_s/b_t)·x − a_s·(e^{−h} − 1)·d
 
 
 def _log_snr(a, b):

@@ -1,4 +1,4 @@
-"""The coursework CNN: 7×7 conv blocks with LayerNorm and GELU, time features added to every block.
+"""The coursework CNN: 7×7 conv blocks with LayerNorm and GELU, time (and class) features added to every block.
 
 No down-sampling, so every block sees the full image; ~0.3 M parameters with hidden (16, 32, 32, 16),
 most of them in the per-pixel LayerNorm affines.
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from diffkit.network import Network, sinusoidal_embedding
+from diffkit.network import LabelEmbedding, Network, sinusoidal_embedding
 
 
 @dataclass
@@ -43,8 +43,8 @@ class CNN(Network):
     Options = CNNOptions
     description = "coursework CNN: 7×7 conv + LayerNorm + GELU blocks, sinusoidal time MLP (~0.3 M params)"
 
-    def __init__(self, options, channels, image_size):
-        super().__init__(options, channels, image_size)
+    def __init__(self, options, channels, image_size, classes=0):
+        super().__init__(options, channels, image_size, classes)
         o = options
         shape = (image_size, image_size)
         widths = (channels, *o.hidden)
@@ -56,9 +56,13 @@ class CNN(Network):
         )
         self.time_proj = nn.ModuleList(nn.Linear(o.time_features, width) for width in o.hidden)
         self.out = nn.Conv2d(o.hidden[-1], channels, 3, padding=1)
+        if classes:
+            self.label_embedding = LabelEmbedding(classes, o.time_features)
 
-    def forward(self, x_t, t):
+    def forward(self, x_t, t, labels=None):
         emb = self.time_mlp(sinusoidal_embedding(t, self.options.time_features))
+        if self.classes:
+            emb = emb + self.label_embedding(labels, len(x_t), x_t.device)
         h = x_t
         for block, proj in zip(self.blocks, self.time_proj):
             h = block(h) + proj(emb)[:, :, None, None]

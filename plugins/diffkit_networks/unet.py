@@ -1,4 +1,4 @@
-"""A UNet in the style of Ho et al. 2020: ResNet blocks, GroupNorm, time embedding, self-attention
+"""A UNet in the style of Ho et al. 2020: ResNet blocks, GroupNorm, time (and class) embedding, self-attention
 at the lowest resolution. Sized for 28×28 on a CPU: 28 -> 14 -> 7 with channel_mults (1, 2, 2).
 
 patch_size > 1 folds p×p pixel patches into channels first (pixel_unshuffle, as in DiT's patching):
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffkit.network import Network, sinusoidal_embedding
+from diffkit.network import LabelEmbedding, Network, sinusoidal_embedding
 
 
 @dataclass
@@ -76,8 +76,8 @@ class UNet(Network):
     Options = UNetOptions
     description = "UNet (Ho et al. style): ResNet blocks, GroupNorm, time embedding, attention at lowest resolution"
 
-    def __init__(self, options, channels, image_size):
-        super().__init__(options, channels, image_size)
+    def __init__(self, options, channels, image_size, classes=0):
+        super().__init__(options, channels, image_size, classes)
         o = options
         base, time_dim = o.base_channels, 4 * o.base_channels
         widths = [base * m for m in o.channel_mults]
@@ -111,9 +111,13 @@ class UNet(Network):
 
         self.norm_out = nn.GroupNorm(o.groups, width)
         self.conv_out = nn.Conv2d(width, patch_channels, 3, padding=1)
+        if classes:
+            self.label_embedding = LabelEmbedding(classes, time_dim)
 
-    def forward(self, x_t, t):
+    def forward(self, x_t, t, labels=None):
         emb = self.time_mlp(sinusoidal_embedding(t, self.options.base_channels))
+        if self.classes:
+            emb = emb + self.label_embedding(labels, len(x_t), x_t.device)
         h = self.conv_in(F.pixel_unshuffle(x_t, self.options.patch_size))
         skips = [h]
         for layer in self.down:

@@ -6,17 +6,25 @@ Active when TensorBoard is installed (`pip install "diffkit[tensorboard]"`), sil
 
 import functools
 
+import click
+
 from diffkit import hookimpl
 
 
 @functools.lru_cache(maxsize=None)
 def writer(run_dir):
-    """One SummaryWriter per run directory, or None without TensorBoard."""
+    """One SummaryWriter per run directory, or None without TensorBoard, or when RUN_DIR/tensorboard is a
+    symbolic link (diffkit never writes through a link it did not make; a warning says so, once)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    folder = run_dir / "tensorboard"
+    if folder.is_symlink():
+        click.echo(f"Warning: {folder} is a symbolic link; TensorBoard logging is off for this run (remove the "
+                   f"link to turn it on)", err=True)
+        return None
+    return SummaryWriter(log_dir=str(folder))
 
 
 @hookimpl
