@@ -371,6 +371,12 @@ def main(args=None):
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug, not bad input
         if os.environ.get("DIFFKIT_DEBUG"):
             raise
+        from diffkit import distributed
+
+        reason = distributed.peer_lost(exc)
+        if reason:
+            _fail(f"rank {distributed.rank()}: another process of this torchrun job stopped ({reason}); run the same "
+                  f"command again (torchrun's own report follows)", 1)
         _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(a bug in diffkit or a plugin; run with DIFFKIT_DEBUG=1 for the traceback)", 1)
     sys.exit(code if isinstance(code, int) else 0)

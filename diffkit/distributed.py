@@ -81,3 +81,15 @@ def gather(obj):
 def barrier():
     if active():
         _torch()[1].barrier()
+
+
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+             "NCCL communicator was aborted", "Socket Timeout", "timed out")
+
+
+def peer_lost(exc):
+    """The short reason, if `exc` is a collective failing because another process of the job stopped (killed,
+    crashed or hung): what gloo and NCCL raise on the ranks left behind; else None."""
+    if not isinstance(exc, RuntimeError) or world_size() < 2:
+        return None
+    return next((phrase for phrase in PEER_LOST if phrase in str(exc)), None)

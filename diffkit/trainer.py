@@ -284,36 +284,49 @@ class TrainLoop:
         save_checkpoint(self.run_dir, self.step, tensors, state)
 
     def run_loop(self):
-        """Train to config.steps; returns the Run with the EMA network. Raises Interrupted after Ctrl-C."""
-        config, window, window_start = self.config, [], time.perf_counter()
+        """Train to config.steps; returns the Run with the EMA network. Raises Interrupted after Ctrl-C, and
+        one line on each surviving rank when another process of a torchrun job dies."""
         columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} img/s"),
                    TimeRemainingColumn())
         self.network.train()
         with Progress(*columns, console=self.console, disable=not distributed.is_main()) as progress, \
                 deferred_interrupt() as interrupt:
-            task = progress.add_task("train", total=config.steps, completed=self.step, loss=float("nan"), speed=0.0)
-            while self.step < config.steps:
-                tick = time.perf_counter()
-                loss, stop = self.run_step(interrupt)
-                window.append(loss)
-                self.seconds += time.perf_counter() - tick
-                if self.step % config.log_every == 0 or self.step == config.steps:
-                    entry = self.log(window, time.perf_counter() - window_start)
-                    progress.update(task, loss=entry["loss"], speed=entry["images_per_s"])
-                    window, window_start = [], time.perf_counter()
-                progress.update(task, completed=self.step)
-                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
-                    self.save()
-                if stop:
-                    self.save()
-                    distributed.barrier()
-                    raise Interrupted(self.step, interrupt[0] if interrupt else signal.SIGINT)
+            task = progress.add_task("train", total=self.config.steps, completed=self.step, loss=float("nan"), speed=0.0)
+            try:
+                self._steps(progress, task, interrupt)
+            except RuntimeError as exc:
+                reason = distributed.peer_lost(exc)
+                if reason is None:
+                    raise
+                kept = f"step {self.saved_step}" if self.saved_step else "none yet"
+                raise DiffkitError(f"rank {distributed.rank()}: another process of this torchrun job stopped ({reason}); "
+                                   f"the newest checkpoint is {kept}: run the same command with --resume "
+                                   f"(torchrun's own report follows)") from None
         distributed.barrier()  # rank 0's last checkpoint is complete before any rank reads it
         self.run.network, self.run.step = self.ema.eval(), self.step
-        self.run.state = {"train_seconds": self.seconds, "images_seen": self.step * config.batch_size}
+        self.run.state = {"train_seconds": self.seconds, "images_seen": self.step * self.config.batch_size}
         return self.run
 
+    def _steps(self, progress, task, interrupt):
+        """Steps up to config.steps, logging and checkpointing as configured."""
+        config, window, window_start = self.config, [], time.perf_counter()
+        while self.step < config.steps:
+            tick = time.perf_counter()
+            loss, stop = self.run_step(interrupt)
+            window.append(loss)
+            self.seconds += time.perf_counter() - tick
+            if self.step % config.log_every == 0 or self.step == config.steps:
+                entry = self.log(window, time.perf_counter() - window_start)
+                progress.update(task, loss=entry["loss"], speed=entry["images_per_s"])
+                window, window_start = [], time.perf_counter()
+            progress.update(task, completed=self.step)
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                self.save()
+            if stop:
+                self.save()
+                distributed.barrier()
+                raise Interrupted(self.step, interrupt[0] if interrupt else signal.SIGINT)
 
 def train(config, run_dir, resume=False, data_root=None, device="auto", precision=None, compile=False, console=None):
     """Train to config.steps in run_dir (see TrainLoop), holding the run directory's lock; returns the

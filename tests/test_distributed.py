@@ -88,3 +88,34 @@ def test_compare_trains_and_samples_on_two_ranks_and_rank_0_reports(tmp_path):
     diffkit("sample", tmp_path / "report" / "runs" / "tiny", "-n", 40, "--steps", 3, "--device", "cpu",
             "--out", tmp_path / "one.npz")
     assert np.load(samples)["images"].tobytes() == np.load(tmp_path / "one.npz")["images"].tobytes()
+
+
+def test_a_killed_rank_leaves_one_line_on_the_other_naming_the_checkpoint(tmp_path):
+    """kill -9 of rank 1 mid-training: rank 0 says in one line what happened and which checkpoint --resume uses
+    (torchrun then prints its own report), and that checkpoint resumes."""
+    import signal
+    import time
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    job = subprocess.Popen([*launcher, "-m", "diffkit", *map(str, [*TRAIN, "--steps", 10**6, "--out", run])],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "latest").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        workers = Path(f"/proc/{job.pid}/task/{job.pid}/children").read_text().split()
+        rank_1 = next(pid for pid in workers if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        os.kill(int(rank_1), signal.SIGKILL)
+        _, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, err[-3000:]
+    assert "rank 0: another process of this torchrun job stopped" in lines[0]
+    step = int(lines[0].split("the newest checkpoint is step ")[1].split(":")[0])
+    assert read_state(run)["step"] == step > 0
+    diffkit("train", "--resume", "--steps", step + 2, "--device", "cpu", "--out", run)
+    assert read_state(run)["step"] == step + 2

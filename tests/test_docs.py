@@ -90,3 +90,12 @@ def test_the_guides_plugins_train_sample_and_run_their_command(doc_plugins, runn
     scored = invoke(runner, "evaluate", tmp_path / "s3.npz", "--features", "pooled", "--json", tmp_path / "m.json")
     assert scored.exit_code == 0 and more.exit_code == 0, scored.output
     assert json.loads((tmp_path / "m.json").read_text())["spaces"][0]["version"] == "pooled-pixels-v1"
+
+
+def test_the_reliability_page_lists_every_bad_input_case():
+    from test_bad_input import CASES
+
+    page = (ROOT / "docs" / "reliability.md").read_text()
+    assert page.count("\n| `diffkit ") == len(CASES) and f" {len(CASES)} cases" in page
+    missing = [message for _, message in CASES if f"| `{message}` |" not in page]
+    assert not missing, missing
