@@ -20,6 +20,7 @@ from diffkit.errors import DiffkitError
 
 
 MAX_SAMPLES = 1_000_000  # a bound on -n: 1,000,000 MNIST images are 784 MB of uint8
+MAX_BATCH = 65_536  # as for training
 
 
 def check_count(n):
@@ -74,8 +75,8 @@ def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=N
     Batch i draws from the generator of (seed, i) alone, so under torchrun each rank samples every
     world_size-th batch and the gathered result is the same, bit for bit, as one process's."""
     check_count(n)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DiffkitError(f"--batch-size must be a positive integer, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise DiffkitError(f"--batch-size must be a positive integer up to {MAX_BATCH:,}, got {batch_size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise DiffkitError(f"--seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     network = run.network

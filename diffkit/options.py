@@ -57,9 +57,25 @@ def convert(value, kind, key):
     return converted
 
 
-def parse_options(schema, values, component="component"):
-    """Build `schema` (a dataclass) from a dict of raw values; unknown keys are an error."""
+def field_types(schema):
+    """{field: type} of an options dataclass. A subclass that redeclares a base's Literal field with its plain
+    type (`loss: str = "l2"` over `loss: Literal["l1", "l2"]`) keeps the base's choices; declaring a new Literal
+    changes them."""
     hints = typing.get_type_hints(schema)
+    for name, kind in hints.items():
+        base = next((c for c in schema.__mro__[1:] if name in getattr(c, "__dataclass_fields__", {})), None)
+        if base is None:
+            continue
+        inherited = typing.get_type_hints(base)[name]
+        if typing.get_origin(inherited) is typing.Literal and kind in {type(c) for c in typing.get_args(inherited)}:
+            hints[name] = inherited
+    return hints
+
+
+def parse_options(schema, values, component="component"):
+    """Build `schema` (a dataclass) from a dict of raw values; unknown keys are an error, and so is a default
+    outside the choices a field inherits."""
+    hints = field_types(schema)
     fields = {f.name for f in dataclasses.fields(schema)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -69,9 +85,14 @@ def parse_options(schema, values, component="component"):
         raise DiffkitError(f"options for {component} must be a table of KEY = VALUE, got {values!r}")
     kwargs = {k: convert(v, hints[k], k) for k, v in values.items()}
     try:
-        return schema(**kwargs)
+        options = schema(**kwargs)
     except (TypeError, ValueError) as exc:
         raise DiffkitError(f"{component}: {exc}") from None
+    for name, kind in hints.items():
+        if typing.get_origin(kind) is typing.Literal and getattr(options, name) not in typing.get_args(kind):
+            raise DiffkitError(f"{component}: option {name}={getattr(options, name)!r}: choose one of "
+                               f"{', '.join(map(str, typing.get_args(kind)))}")
+    return options
 
 
 def options_dict(options):
@@ -91,7 +112,7 @@ def field_help(schema, name):
 
 def describe(schema):
     """(name, type, default, help) for each field, for `diffkit list`."""
-    hints = typing.get_type_hints(schema)
+    hints = field_types(schema)
     rows = []
     for f in dataclasses.fields(schema):
         kind = hints[f.name]

@@ -7,9 +7,13 @@ DIFFKIT_PLUGINS=gaussian,cold,... loads only the named entry points (as llm's LL
 switch off a misbehaving plugin or to keep a test suite apart from whatever else is installed.
 """
 
+import functools
+import hashlib
 import importlib.metadata
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import pluggy
@@ -35,6 +39,12 @@ class Component:
     plugin: str
     distribution: str
     version: str
+
+    @property
+    def code(self):
+        """What made this component's outputs: its distribution, version and a hash of its package's source, so
+        an edited plugin (an editable install, a checkout) never reuses samples or scores of the old code."""
+        return f"{self.distribution} {self.version} source {source_sha256(self.cls.__module__)[:12]}".strip()
 
 
 def manager():
@@ -161,5 +171,23 @@ def plugin_table():
 
 
 def provenance(*components_used):
-    """{component name: "distribution version"} for recording in every output."""
-    return {f"{c.kind}:{c.name}": f"{c.distribution} {c.version}".strip() for c in components_used}
+    """{component name: "distribution version source HASH"} for recording in every output and cache key."""
+    return {f"{c.kind}:{c.name}": c.code for c in components_used}
+
+
+@functools.lru_cache(maxsize=None)
+def source_sha256(module):
+    """sha256 of the Python source of the top-level package that defines `module` (every .py file under it, with
+    its relative path), or of the module's own file; "unknown" when there is no source file (code run by exec)."""
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(list(spec.submodule_search_locations)[0])
+        files = {str(p.relative_to(root)): p for p in root.rglob("*.py")}
+    elif spec is not None and spec.origin and spec.origin.endswith(".py"):
+        files = {Path(spec.origin).name: Path(spec.origin)}
+    else:
+        return "unknown"
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].read_bytes())
+    return h.hexdigest()

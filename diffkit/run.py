@@ -21,7 +21,7 @@ from diffkit.config import RunConfig, merge, preset as load_preset
 from diffkit.device import Precise, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.options import options_dict, parse_options, split_assignments
-from diffkit.plugins import get_component, provenance
+from diffkit.plugins import get_component, provenance, source_sha256
 
 DATASET_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28)}
 DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10}
@@ -245,8 +245,15 @@ class Run:
             raise DiffkitError("--guidance needs classes to guide towards; --classes none draws unconditionally")
         return generate(self, n, plan, seed, batch_size, trajectory, console, labels)
 
+    def code(self, *extra):
+        """The code that decides this run's outputs: diffkit's version and source hash, and each component's
+        distribution, version and source hash (see `Component.code`); part of every samples cache key."""
+        return {"diffkit": f"{__version__} source {source_sha256('diffkit')[:12]}",
+                **provenance(self._d_component, self._n_component, *extra)}
+
     def versions(self, *extra):
-        return {"diffkit": __version__, **environment(), **provenance(self._d_component, self._n_component, *extra)}
+        """What made an output, for its record: `code` and the environment (torch, Python, platform, commit)."""
+        return {**self.code(*extra), **environment()}
 
 
 def parse_classes(classes, count, dataset):

@@ -172,6 +172,8 @@ CASES = [
     (["sample", "{world}/cold", "--sampler", "ddim", "--out", "{new}/s.npz"], "does not support degradation 'blur'"),
     (["sample", "{world}/run", "--out", "{new}/s.png"], "--out must be a .npz file"),
     (["sample", "{world}/run", "-n", "10000001", "--out", "{new}/s.npz"], "-n must be a positive integer up to 1,000,000"),
+    (["sample", "{world}/run", "--batch-size", "100000000", "--out", "{new}/s.npz"],
+     "--batch-size must be a positive integer up to 65,536"),
     (["sample", "{world}/run", "--class", "7", "--out", "{new}/s.npz"], "this one was trained without --conditional"),
     (["sample", "{world}/run", "--guidance", "2", "--out", "{new}/s.npz"], "--guidance needs a class-conditional run"),
     (["sample", "{world}/cond", "--class", "10", "--out", "{new}/s.npz"], "class 10 is not a class of mnist: use 0..9"),

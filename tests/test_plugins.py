@@ -176,3 +176,85 @@ def test_a_hook_that_returns_its_classes_instead_of_registering_is_warned_about(
     result = invoke(runner, "list", "samplers")
     assert result.exit_code == 0
     assert "plugin 'returns''s register_samplers returned a value instead of calling register" in result.stderr
+
+
+def test_an_edited_plugin_resamples_its_own_pairs_and_only_those(tmp_path, monkeypatch, register_plugin):
+    """A sampler plugin whose source changes between two compares: its pair is sampled again, the built-in
+    sampler's pair is reused, and the page of each pair says which."""
+    from click.testing import CliRunner
+
+    from diffkit.plugins import source_sha256
+
+    from conftest import invoke
+
+    package = tmp_path / "src" / "edited_sampler"
+    package.mkdir(parents=True)
+    source = '''
+from diffkit import hookimpl
+from diffkit.sampler import Sampler
+
+
+class Direct(Sampler):
+    fixed_steps = 1
+    SCALE = 1.0
+
+    def step(self, denoiser, x, t, s, state, generator=None, params=None):
+        return denoiser(x, t) * self.SCALE
+
+
+@hookimpl
+def register_samplers(register):
+    register(Direct, name="edited")
+'''
+    (package / "__init__.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    import importlib
+
+    module = importlib.import_module("edited_sampler")
+    register_plugin(module, "edited-sampler")
+    config = tmp_path / "c.toml"
+    config.write_text('[compare]\nsamples = 20\nfeatures = ["classifier"]\n[[models]]\nname = "m"\ndegradation = "blur"\n'
+                      'network = "cnn"\nsteps = 2\nbatch_size = 8\ndegradation_options = { T = 3 }\n'
+                      'network_options = { hidden = [4], time_features = 8 }\n'
+                      'samplers = [{ name = "direct" }, { name = "edited" }]\n')
+    report = tmp_path / "report"
+    first = invoke(CliRunner(), "compare", config, "--out", report)
+    assert first.exit_code == 0, first.output
+    (package / "__init__.py").write_text(source.replace("SCALE = 1.0", "SCALE = 0.5"))
+    source_sha256.cache_clear()
+    importlib.reload(module)
+    result = invoke(CliRunner(), "compare", config, "--out", report)
+    assert result.exit_code == 0, result.output
+    compact = "".join(result.output.split())  # rich wraps long paths anywhere
+    assert "samples/m__direct-1.npz(thesameweights,sampler,seedandcode)" in compact
+    assert "sampleedited×1" in compact and "sampledirect" not in compact and "m__edited-1.npz(the" not in compact
+    pages = {p.stem: p.read_text() for p in (report / "pairs").glob("*.md")}
+    assert '"samples_reused": true' in pages["m__direct-1"] and '"samples_reused": false' in pages["m__edited-1"]
+
+
+def test_a_redeclared_option_keeps_its_base_choices_unless_it_declares_new_ones():
+    from dataclasses import dataclass
+    from typing import Literal
+
+    from diffkit.options import describe, parse_options
+    from diffkit_cold.cold import ColdOptions
+
+    @dataclass
+    class Restated(ColdOptions):
+        loss: str = "l2"  # only a new default: the choices stay l1|l2
+
+    @dataclass
+    class Widened(ColdOptions):
+        loss: Literal["l1", "l2", "huber"] = "huber"  # new choices, declared
+
+    @dataclass
+    class Broken(ColdOptions):
+        loss: str = "l3"  # a default outside the inherited choices
+
+    assert parse_options(Restated, {}).loss == "l2"
+    with pytest.raises(DiffkitError, match=r"option loss='l5': choose one of l1, l2"):
+        parse_options(Restated, {"loss": "l5"})
+    assert {row[0]: row[1] for row in describe(Restated)}["loss"] == "l1|l2"
+    assert parse_options(Widened, {"loss": "huber"}).loss == "huber"
+    with pytest.raises(DiffkitError, match=r"darken: option loss='l3': choose one of l1, l2"):
+        parse_options(Broken, {}, "darken")

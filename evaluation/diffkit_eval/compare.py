@@ -28,8 +28,10 @@ Config (TOML):
     range = "0,1"                  # optional: the pixel range of a float array that cannot tell
 
 Nothing is recomputed that was made from the same inputs: samples are reused when a hash of the run's
-weights, the sampler, its options and steps, the seed, N and diffkit's version matches the one they were
-saved with; features and scores are cached under a hash of the images and the versions of the feature spaces.
+weights, the sampler, its options and steps, the seed, N and the code (diffkit's and each component's version
+and source hash) matches the one they were saved with; features and scores are cached under a hash of the
+images, the versions of the feature spaces and the scoring code. An edited plugin therefore resamples the pairs
+that use it, and only those; the console and each pair's page say what was reused.
 """
 
 import dataclasses
@@ -43,7 +45,7 @@ from pathlib import Path
 import torch
 from rich.markup import escape
 
-from diffkit import __version__, distributed
+from diffkit import distributed
 from diffkit.atomic import refuse_link
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, merge, preset
@@ -51,7 +53,7 @@ from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.generate import generate, load_samples, save_samples
 from diffkit.images import save_grid
-from diffkit.plugins import manager
+from diffkit.plugins import get_component, manager, provenance
 from diffkit.run import Run, resolve_config
 from diffkit.trainer import read_log, train
 from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features
@@ -259,6 +261,12 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
                                f"delete it or rename the model")
         if state["step"] >= config.steps:
             console.print(f"[dim]reusing {escape(str(run_dir))} ({state['step']} steps)")
+            trained_by = {k: v for k, v in (state.get("versions") or {}).items() if k.startswith(("degradation:", "network:"))}
+            now = provenance(get_component("degradations", config.degradation), get_component("networks", config.network))
+            changed = sorted(k for k, v in trained_by.items() if k in now and v != now[k])
+            if changed:
+                console.print(f"[yellow]Warning: {escape(str(run_dir))} was trained by other code of {', '.join(changed)} "
+                              f"({trained_by[changed[0]]}; now {now[changed[0]]}); delete the run to train it again")
             return
         console.print(f"resuming {name} from step {state['step']}")
         train(config, run_dir, resume=True, data_root=data_root, device=device, console=console)
@@ -270,7 +278,7 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
 def sampling_key(run, plan, n, seed):
     """A hash of everything that decides a pair's samples."""
     request = {"weights": run.weights_sha256, "sampler": plan.name, "options": plan.sampler.options.__dict__,
-               "steps": plan.steps, "n": n, "seed": seed, "diffkit": __version__,
+               "steps": plan.steps, "n": n, "seed": seed, "code": run.code(plan.component),
                **({"guidance": plan.guidance, "classes": "all"} if run.config.conditional else {})}
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -286,7 +294,8 @@ def ensure_sampled(pair, run_dir, path, n, seed, console, device):
     if path.exists():
         cached = load_samples(path)
         if cached.meta.get("cache_key") == key and path_strip(path).exists():
-            return cached.images, cached.meta, cached.labels
+            console.print(f"[dim]reusing {escape(str(path))} (the same weights, sampler, seed and code)")
+            return cached.images, {**cached.meta, "reused": True}, cached.labels
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
     samples = generate(run, n, plan, seed, trajectory_count=8, console=console, labels=run.labels(n))

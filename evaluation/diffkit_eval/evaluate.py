@@ -23,7 +23,7 @@ from diffkit.data import load_images, load_labels
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
 from diffkit.options import parse_options
-from diffkit.plugins import get_component
+from diffkit.plugins import get_component, provenance, source_sha256
 
 from diffkit_eval.features import extract, images_hash
 from diffkit_eval.metrics import (MIN_SAMPLES, class_scores, conditional_scores, fid_bootstrap, fid_statistics,
@@ -113,6 +113,13 @@ class Evaluator:
         """The versions of the spaces that score, for reports and cache keys."""
         return [s.version for s in self.spaces] + [self.classifier.version]
 
+    @property
+    def code(self):
+        """The code that decides a score: the feature spaces' plugins and this scoring code, with their source
+        hashes (see `Component.code`)."""
+        spaces = [get_component("feature_spaces", s.name) for s in [*self.spaces, self.classifier]]
+        return {**provenance(*spaces), "scoring": source_sha256(__name__)[:12]}
+
     def floor_images(self, n):
         """The floor's images: n of the reference split's even-numbered images (at most half the split), in a
         fixed random order (seed 0): not the first n, since MNIST's test split puts one population of writers
@@ -141,7 +148,7 @@ class Evaluator:
         asked = None if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()
         key = hashlib.sha256(json.dumps({"images": images_hash(images), "spaces": self.versions,
                                          "reference": self.split, "floor": floor, "seed": seed, "labels": asked,
-                                         "diffkit": __version__}, sort_keys=True).encode()).hexdigest()
+                                         "diffkit": __version__, "code": self.code}, sort_keys=True).encode()).hexdigest()
         features_path, score_path = Path(folder) / f"{key}.safetensors", Path(folder) / f"{key}.json"
         if features_path.exists() or score_path.exists():
             try:

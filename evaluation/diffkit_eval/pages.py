@@ -287,6 +287,7 @@ def pair_markdown(row, results, figures, samples_folder):
         meta = r["meta"]
         record = {"run": r["run"], "training_seed": r["train_seed"], "training_step": meta.get("training_step"),
                   "weights_sha256": meta.get("weights_sha256"), "samples_cache_key": meta.get("cache_key"),
+                  "samples_reused": bool(meta.get("reused")),
                   "sampler": meta.get("sampler"), "sampler_options": meta.get("sampler_options"),
                   "steps": meta.get("steps"), "nfe": meta.get("nfe"), "sampling_seed": meta.get("seed"),
                   "device": meta.get("device"), "versions": meta.get("versions"), "config": meta.get("config")}
