@@ -224,13 +224,13 @@ def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_r
     from diffkit.data import load_images, to_model_range, to_uint8
     from diffkit.device import resolve_device
     from diffkit.images import save_grid
-    from diffkit.run import build_degradation
+    from diffkit.run import DATASET_SHAPES, build_degradation
 
     if not 1 <= count <= 1000 or not 2 <= frames <= 1000:
         raise DiffkitError("-n must be in 1..1000 and --frames in 2..1000")
     check_writable(grid, "--grid")
     device = resolve_device(device)
-    _, d = build_degradation(degradation, split_assignments(assignments))
+    _, d = build_degradation(degradation, split_assignments(assignments), DATASET_SHAPES[dataset])
     x0 = to_model_range(load_images(dataset, "test", data_root)[:count]).to(device)
     g = torch.Generator().manual_seed(seed)
     params = draws.to_device(d.draw_params(count, g), device)

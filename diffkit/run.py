@@ -28,9 +28,25 @@ DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10}
 ROLES = {"degradation": "degradations", "network": "networks", "sampler": "samplers"}
 
 
-def build_degradation(name, options):
+def build_degradation(name, options, shape=(1, 28)):
+    """The degradation, checked cheaply on a batch of 2 blank images of `shape` (channels, size): a
+    `degrade_mean` that raises or changes the image's shape is one line naming the plugin, before anything
+    trains or draws on it (diffkit.testing.check_degradation checks the whole contract)."""
     component = get_component("degradations", name)
-    return component, component.cls(parse_options(component.cls.Options, options, f"degradation {name!r}"))
+    degradation = component.cls(parse_options(component.cls.Options, options, f"degradation {name!r}"))
+    x0, where = torch.zeros(2, shape[0], shape[1], shape[1]), f"plugin {component.plugin!r}: {component.cls.__name__}.degrade_mean"
+    for t in (0, degradation.T):
+        try:
+            params = degradation.draw_params(2, torch.Generator().manual_seed(0))
+            out = degradation.degrade_mean(x0, torch.full((2,), t, dtype=torch.long), params)
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin raises is the finding
+            raise DiffkitError(f"{where} raised {type(exc).__name__} on a batch {tuple(x0.shape)} at t = {t}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x0.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DiffkitError(f"{where} returned {got} for a batch {tuple(x0.shape)} at t = {t}; it must return a "
+                               f"tensor of x0's shape")
+    return component, degradation
 
 
 def build_network(name, options, channels, image_size, classes=0):
@@ -93,7 +109,7 @@ def _components(config):
     if config.dataset not in DATASET_SHAPES:
         raise DiffkitError(f"unknown dataset {config.dataset!r}; known datasets: {', '.join(DATASET_SHAPES)}")
     channels, size = DATASET_SHAPES[config.dataset]
-    d_component, degradation = build_degradation(config.degradation, config.degradation_options)
+    d_component, degradation = build_degradation(config.degradation, config.degradation_options, (channels, size))
     sampler_name, sampler_options = config.sampler, config.sampler_options
     if sampler_name is None:  # the degradation's own default sampler, with its default options
         sampler_name = degradation.default_sampler

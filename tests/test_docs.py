@@ -41,17 +41,19 @@ def doc_plugins(register_plugin):
     from diffkit.cli import cli
 
     blocks = re.findall(r"```python\n(.*?)```", DOC, re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     cli.list_commands(None)  # the installed plugins' commands first, so that teardown removes only the guide's
     before = set(cli.commands)
+    guide = {}  # what the blocks define, as a plugin author's package would hold it
     for i, code in enumerate(blocks):
-        namespace = {}
+        namespace = dict(guide)
         exec(compile(code, f"docs/plugins.md block {i}", "exec"), namespace)
-        hooks = {k: v for k, v in namespace.items() if k.startswith("register_")}
+        hooks = {k: v for k, v in namespace.items() if k.startswith("register_") and guide.get(k) is not v}
+        guide.update(namespace)
         register_plugin(types.SimpleNamespace(**hooks), f"doc-plugin-{i}")
         if "register_commands" in hooks:  # the CLI asked its plugins for commands once already
             hooks["register_commands"](cli=cli)
-    yield
+    yield guide
     for name in set(cli.commands) - before:
         cli.commands.pop(name)
 
@@ -59,6 +61,7 @@ def doc_plugins(register_plugin):
 def test_the_guides_plugins_train_sample_and_run_their_command(doc_plugins, runner, tmp_path):
     import json
 
+    doc_plugins["test_the_contracts"]()  # the guide's own test of its plugins, through diffkit.testing
     listed = {c["name"]: c for c in json.loads(invoke(runner, "list", "degradations", "--json").output)}
     floor = {o["name"]: o for o in listed["darken"]["options"]}["floor"]
     assert floor == {"name": "floor", "type": "float", "default": 0.1, "help": "fraction of the image left at t = T"}
