@@ -134,6 +134,23 @@ def train(degradation, network, sampler, assignments, preset, config_file, steps
     console.print(f"[green]trained[/] {run.step} steps on {run.device} ({run.precision}) -> {escape(str(run_dir))}")
 
 
+@cli.group()
+def new():
+    """Start something new from a template."""
+
+
+@new.command("plugin")
+@click.argument("name")
+@click.option("--out", "parent", default=".", show_default=True, type=click.Path(), help="Folder to write it in.")
+def new_plugin(name, parent):
+    """Write diffkit-NAME/: a plugin package with a degradation, its entry point, a test and a README."""
+    from diffkit.scaffold import new_plugin as write
+
+    folder = write(name, parent)
+    advice = f'{folder}: pip install -e "{folder}[test]" && pytest {folder}'
+    console.print(f"[green]wrote[/] {escape(advice)}")
+
+
 def strict_bool(value, what):
     """true/false from a TOML boolean or the strings "true"/"false": never Python's bool("false") == True."""
     from diffkit.options import convert

@@ -258,3 +258,28 @@ def test_a_redeclared_option_keeps_its_base_choices_unless_it_declares_new_ones(
     assert parse_options(Widened, {"loss": "huber"}).loss == "huber"
     with pytest.raises(DiffkitError, match=r"darken: option loss='l3': choose one of l1, l2"):
         parse_options(Broken, {}, "darken")
+
+
+def test_diffkit_new_plugin_writes_a_package_that_installs_and_passes_its_own_test(runner, tmp_path):
+    from conftest import invoke
+
+    result = invoke(runner, "new", "plugin", "elastic-warp", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    package = tmp_path / "diffkit-elastic-warp"
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(package)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "DIFFKIT_PLUGINS": f"{BUILTINS},elastic-warp"}
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests")],
+                            env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout + tested.stderr
+    out = subprocess.run([sys.executable, "-m", "diffkit", "plugins", "--json"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["elastic-warp"]["distribution"] == "diffkit-elastic-warp"
+    assert rows["elastic-warp"]["degradations"] == ["elastic-warp"]
+    again = invoke(runner, "new", "plugin", "elastic-warp", "--out", tmp_path)
+    assert again.exit_code == 1 and "already exists" in again.output
+    bad = invoke(runner, "new", "plugin", "Elastic_Warp", "--out", tmp_path)
+    assert bad.exit_code == 1 and "use lowercase letters and digits" in bad.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diffkit-elastic-warp", "site"]
