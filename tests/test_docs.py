@@ -102,3 +102,25 @@ def test_the_reliability_page_lists_every_bad_input_case():
     assert page.count("\n| `diffkit ") == len(CASES) and f" {len(CASES)} cases" in page
     missing = [message for _, message in CASES if f"| `{message}` |" not in page]
     assert not missing, missing
+
+
+def test_the_compare_reference_lists_every_key_and_its_example_reads(tmp_path):
+    import dataclasses
+
+    from diffkit.config import RunConfig
+    from diffkit_eval import compare
+
+    page = (ROOT / "docs" / "compare.md").read_text()
+    keys = {f.name for f in dataclasses.fields(RunConfig)} | set(compare.SETTINGS) | compare.MODEL_KEYS \
+        | compare.SAMPLER_KEYS | compare.IMPORTED_KEYS
+    missing = sorted(k for k in keys if f"| `{k}` |" not in page)
+    assert not missing, f"not in docs/compare.md: {missing}"
+    example = re.findall(r"```toml\n(.*?)```", page, re.S)[0]
+    folder = tmp_path
+    (folder / "external" / "ddpm-pytorch").mkdir(parents=True)
+    (folder / "c.toml").write_text(example)
+    settings, runs, pairs = compare.read_config(folder / "c.toml")
+    assert settings["samples"] == 1000 and set(runs) == {"ddpm", "ddpm-seed1", "blur", "blur-seed1", "digits",
+                                                         "digits-seed1"}
+    assert [p.label for p in pairs if p.model == "digits"] == ["digits / heun-5 w=0", "digits / heun-5 w=1",
+                                                               "digits / heun-5 w=2"]
