@@ -268,13 +268,25 @@ samplers = [{ name = "cold", steps = 2 }]
 """
 
 
-def test_compare_sweeps_guidance_scores_classes_and_draws_the_trade_off(runner, tmp_path):
+def test_compare_sweeps_guidance_scores_classes_and_draws_the_trade_off(runner, tmp_path, monkeypatch):
     import json
 
+    import matplotlib.pyplot as plt
     from PIL import Image
+
+    from diffkit_eval import figures
 
     from conftest import invoke
 
+    drawn, real = {}, figures.figure
+
+    def keep(path, draw, size=(6, 4)):
+        fig = plt.figure(figsize=size)
+        draw(fig)
+        drawn[path.name] = fig
+        real(path, draw, size)
+
+    monkeypatch.setattr(figures, "figure", keep)
     config = tmp_path / "guided.toml"
     config.write_text(GUIDED_CONFIG)
     result = invoke(runner, "compare", config, "--out", tmp_path / "report")
@@ -285,7 +297,16 @@ def test_compare_sweeps_guidance_scores_classes_and_draws_the_trade_off(runner, 
     assert (guided["nfe"], alone["nfe"], plain["nfe"]) == (4, 2, 2)
     assert 0 <= guided["conditioned_accuracy"] <= 1 and guided["class_fid"] > 0 and "class_fid_worst" in guided
     assert "conditioned_accuracy" not in plain and plain["guidance"] is None
-    assert (report / "figures" / "guidance.png").stat().st_size > 10_000
+    trade, diversity = drawn["guidance.png"].axes
+    (curve,) = trade.containers
+    assert list(curve.lines[0].get_xdata()) == [alone["conditioned_accuracy"], guided["conditioned_accuracy"]]
+    assert list(curve.lines[0].get_ydata()) == [alone["fid"], guided["fid"]]
+    floor = next(ln for ln in trade.get_lines() if ln.get_label().startswith("floor"))
+    assert list(floor.get_ydata()) == [rows[next(k for k in rows if k.startswith("floor"))]["fid"]] * 2
+    assert "diffkit-mnist-v1" in trade.get_xlabel() and "diffkit-mnist-v1" in trade.get_ylabel()
+    lines = {ln.get_label(): ln for ln in diversity.get_lines()}
+    assert list(lines["cond: precision"].get_xdata()) == [0, 2]
+    assert list(lines["cond: recall"].get_ydata()) == [alone["recall"], guided["recall"]]
     assert Image.open(report / "figures" / "grid-cond__cold-2-w2.png").size == (2 + 10 * 30, 2 + 10 * 30)
     markdown = (report / "report.md").read_text()
     assert "## Guidance" in markdown and "figures/guidance.png" in markdown

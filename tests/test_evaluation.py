@@ -200,14 +200,53 @@ def links_of(page):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    """The tiny comparison, run once for the tests that read its report."""
+    """The tiny comparison, run once for the tests that read its report; the matplotlib figures it draws are
+    kept in DRAWN (by file name), so tests can read back what each one plots."""
+    import matplotlib.pyplot as plt
+
+    from diffkit_eval import figures
+
     folder = tmp_path_factory.mktemp("compare")
     config = folder / "tiny.toml"
     config.write_text(TINY_CONFIG)
     out = folder / "report"
-    result = invoke(CliRunner(), "compare", config, "--out", out)
+
+    def keep(path, draw, size=(6, 4)):
+        fig = plt.figure(figsize=size)
+        draw(fig)
+        DRAWN[Path(path).name] = fig
+        real(path, draw, size)
+
+    real = figures.figure
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "figure", keep)
+        result = invoke(CliRunner(), "compare", config, "--out", out)
     assert result.exit_code == 0, result.output
     return config, out
+
+
+DRAWN = {}
+
+
+def test_the_figures_plot_the_reported_numbers(compared):
+    """What the figures draw, read back from matplotlib, against metrics.json: not only that a PNG exists."""
+    _, out = compared
+    rows = {r["label"]: r for r in json.loads((out / "metrics.json").read_text())["rows"]}
+    fid_axis = DRAWN["metrics-vs-steps.png"].axes[0]
+    assert len(DRAWN["metrics-vs-steps.png"].axes) == 4 and "FID" in fid_axis.get_ylabel().upper()
+    (errorbar,) = [c for c in fid_axis.containers if c.get_label() == "ddpm / ddim"]
+    line = errorbar.lines[0]
+    assert list(line.get_xdata()) == [2, 5]
+    assert list(line.get_ydata()) == pytest.approx([rows["ddpm / ddim-2"]["fid"], rows["ddpm / ddim-5"]["fid"]])
+    histograms = DRAWN["class-histograms.png"].axes
+    assert [ax.get_title() for ax in histograms] == [label for label, r in rows.items() if not r["reference_row"]]
+    for ax in histograms:
+        assert [bar.get_height() for bar in ax.patches] == rows[ax.get_title()]["class_histogram"]
+    fid_against_n = DRAWN["sample-size.png"].axes[0]
+    assert len(fid_against_n.get_lines()) == len(rows)  # every pair and both references
+    floor = next(ln for ln in fid_against_n.get_lines() if ln.get_label().startswith("floor"))
+    assert floor.get_ydata()[-1] == pytest.approx(rows[floor.get_label()]["curve"]["40"]["fid"])
+    assert {ln.get_label() for ln in DRAWN["loss.png"].axes[0].get_lines()} == {"ddpm", "ddpm-seed1", "blur"}
 
 
 def test_compare_writes_every_file_with_one_row_per_pair(runner, compared):
@@ -431,3 +470,31 @@ def test_a_corrupt_score_cache_entry_is_made_again_with_a_warning(runner, compar
     assert again.exit_code == 0, again.output
     assert "is unreadable; scoring again" in " ".join(again.output.split())
     assert json.loads(entry.read_text())["score"]["n"] == 40
+
+
+def test_verdicts_by_hand_welch_over_seeds_and_z_over_samples():
+    """Welch's t-test on two small sets of seed FIDs and the z-test on per-sample standard errors, computed
+    from their formulas and compared with what the report's verdict says."""
+    import math
+
+    from scipy import stats
+
+    from diffkit_eval.summary import verdict
+
+    a = {"fid": 20.0, "fid_std": 0.5, "fid_seeds": [19.0, 20.0, 21.0], "fid_seed_std": 1.0}
+    b = {"fid": 26.0, "fid_std": 1.0, "fid_seeds": [24.0, 26.0, 28.0], "fid_seed_std": 2.0}
+    # Welch: t = (20 − 26) / sqrt(1²/3 + 2²/3) = −4.648; Welch–Satterthwaite df = (5/3)² / ((1/3)²/2 + (4/3)²/2) = 2.941
+    t = (20 - 26) / math.sqrt(1 / 3 + 4 / 3)
+    df = (5 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (4 / 3) ** 2 / 2)
+    assert t == pytest.approx(-4.6476, abs=1e-4) and df == pytest.approx(2.9412, abs=1e-4)
+    p_welch = 2 * stats.t.sf(abs(t), df)
+    word, p, test = verdict(a, b)
+    assert (word, test) == ("better", "Welch t over seeds") and p == pytest.approx(p_welch, rel=1e-9)
+    assert p == pytest.approx(0.0196, abs=1e-4)
+    # one seed each: z = (20 − 26) / hypot(0.5, 1.0) = −5.367, p = 2·Φ(−5.367) = 8.0e-8
+    a1, b1 = {**a, "fid_seeds": [20.0], "fid_seed_std": None}, {**b, "fid_seeds": [26.0], "fid_seed_std": None}
+    word, p, test = verdict(b1, a1)
+    assert (word, test) == ("worse", "z over samples") and p == pytest.approx(2 * stats.norm.sf(6 / math.hypot(0.5, 1.0)))
+    assert p == pytest.approx(8.0e-8, rel=0.02)
+    close = {**a1, "fid": 25.0}  # z = 1 / 1.118 = 0.894: p = 0.371, not distinguishable at 0.05
+    assert verdict(close, b1)[0] == "~" and verdict(close, b1)[1] == pytest.approx(0.3711, abs=1e-4)
