@@ -11,6 +11,7 @@ Devices: every method works on the device of its input tensors. Tables made at c
 the CPU and are moved where they are used (`lookup`); random draws come through `diffkit.draws`.
 """
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,11 @@ class NoOptions:
 def per_sample(values, x):
     """A (B,) tensor shaped to broadcast against the batch x (B, C, H, W), on x's device and dtype."""
     return values.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+def takes_labels(method):
+    """Whether a degradation's fit_prior or sample_prior accepts `labels` (a class-conditional prior)."""
+    return "labels" in inspect.signature(method).parameters
 
 
 def lookup(table, t):
@@ -103,7 +109,9 @@ class Degradation:
         """x̂0 = R(x_t, t), from whatever the network predicts."""
         return network(x_t, t)
 
-    # Unconditional sampling starts from the prior: the distribution of fully degraded images.
+    # Sampling starts from the prior: the distribution of fully degraded images. A degradation whose x_T keeps
+    # something of the digit may also take `labels` in both methods (a conditional run passes them; see
+    # `takes_labels`): then it can fit a prior per class, and draw each image from its class's.
     def fit_prior(self, images, generator=None):
         """Fit the prior on CPU training images in model range [-1, 1]; state goes into `prior_state`."""
 

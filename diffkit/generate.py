@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffkit import distributed, draws
 from diffkit.atomic import atomic_path
 from diffkit.data import to_uint8
+from diffkit.degradation import takes_labels
 from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
 
@@ -51,7 +52,8 @@ class Samples:
 
 def _sample_batch(run, plan, index, size, shape, seed, labels, trajectory_count, on_step):
     generator = run.generator(seed, index)
-    x_T = run.degradation.sample_prior(size, shape, generator).to(run.device)
+    by_class = {"labels": labels} if labels is not None and takes_labels(run.degradation.sample_prior) else {}
+    x_T = run.degradation.sample_prior(size, shape, generator, **by_class).to(run.device)
     params = draws.to_device(run.degradation.draw_params(size, generator), run.device)
     want_path = index == 0 and trajectory_count > 0
     denoiser = Denoiser(run.model, run.degradation, None if labels is None else labels.to(run.device), plan.guidance,

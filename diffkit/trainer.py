@@ -27,6 +27,7 @@ from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoi
                                 split_prefix, unflatten_optimizer)
 from diffkit.config import RunConfig
 from diffkit.data import load_images, load_labels, to_model_range
+from diffkit.degradation import takes_labels
 from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import manager
@@ -154,18 +155,20 @@ class TrainLoop:
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.scaler = grad_scaler(self.run.device, precision)
         self.images = to_model_range(load_images(config.dataset, "train", data_root))
+        labels = load_labels(config.dataset, "train", data_root) if config.conditional else None
         if resume:
             self._restore(tensors, state)
             if distributed.is_main():
                 _trim_log(self.log_path, self.step, self._warn)
         else:
-            self.run.degradation.fit_prior(self.images, torch.Generator().manual_seed(config.seed))
+            d, by_class = self.run.degradation, {"labels": labels} if labels is not None else {}
+            d.fit_prior(self.images, torch.Generator().manual_seed(config.seed),
+                        **(by_class if takes_labels(d.fit_prior) else {}))
             self.step, self.seconds = 0, 0.0
             if distributed.is_main():
                 self.log_path.unlink(missing_ok=True)  # a fresh run starts with an empty log
                 write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
         self.saved_step = self.step if resume else None
-        labels = load_labels(config.dataset, "train", data_root) if config.conditional else None
         self.batches = Batches(self.images, config.batch_size, config.seed, labels)
         trained = self.network
         if distributed.active():

@@ -326,3 +326,26 @@ def test_compare_refuses_guidance_on_an_unconditional_model(runner, tmp_path):
     config.write_text(GUIDED_CONFIG.replace("guidance = [0, 2]", 'guidance = [0, "x"]'))
     result = invoke(runner, "compare", config, "--out", tmp_path / "report")
     assert result.exit_code == 1 and "model 'cond': --guidance must be a number" in result.output
+
+
+def test_a_conditional_cold_run_draws_x_T_from_its_class_prior(tmp_path):
+    """Blur keeps a digit's coarse shape at T, so the label can only steer what x_T already decides if x_T comes
+    from the class's own mixture: ones (thin strokes) have far less ink in x_T than zeros."""
+    from diffkit.data import load_images, load_labels, to_model_range
+    from diffkit_cold.degradations import Blur, BlurOptions
+
+    images, labels = to_model_range(load_images("mnist", "train")[:3000]), load_labels("mnist", "train")[:3000]
+    d = Blur(BlurOptions())
+    d.fit_prior(images, torch.Generator().manual_seed(0), labels=labels)
+    assert set(d.class_priors) == set(range(10))
+    asked = torch.tensor([0] * 200 + [1] * 200 + [10] * 200)  # the null label draws from the mixture of all
+    x_T = d.sample_prior(600, (1, 28, 28), torch.Generator().manual_seed(1), labels=asked)
+    ink = (x_T + 1).mean(dim=(1, 2, 3))
+    zeros, ones, any_class = ink[:200].mean(), ink[200:400].mean(), ink[400:].mean()
+    real = {c: (d._at_T(images[labels == c][:200]) + 1).mean() for c in (0, 1)}
+    assert ones < any_class < zeros
+    assert zeros == pytest.approx(float(real[0]), rel=0.15) and ones == pytest.approx(float(real[1]), rel=0.15)
+    fresh = Blur(BlurOptions())
+    fresh.load_prior_state(d.prior_state())  # the class mixtures survive a checkpoint
+    again = fresh.sample_prior(600, (1, 28, 28), torch.Generator().manual_seed(1), labels=asked)
+    assert torch.equal(again, x_T)
