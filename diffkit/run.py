@@ -49,18 +49,22 @@ def build_degradation(name, options, shape=(1, 28)):
     return component, degradation
 
 
-def build_network(name, options, channels, image_size, classes=0):
-    """The network; `classes` > 0 makes it class-conditional, if its constructor takes `classes`."""
+def network_options(name, options, classes=0):
+    """(component, parsed options) of a network, checked: a conditional run (`classes` > 0) needs a constructor
+    that takes `classes`."""
     component = get_component("networks", name)
     parsed = parse_options(component.cls.Options, options, f"network {name!r}")
-    extra = {}
-    if classes:
-        if "classes" not in inspect.signature(component.cls.__init__).parameters:
-            raise DiffkitError(f"network {name!r} cannot be class-conditional (its constructor takes no `classes`); "
-                               f"train it without --conditional or choose cnn or unet")
-        extra["classes"] = classes
+    if classes and "classes" not in inspect.signature(component.cls.__init__).parameters:
+        raise DiffkitError(f"network {name!r} cannot be class-conditional (its constructor takes no `classes`); "
+                           f"train it without --conditional or choose cnn or unet")
+    return component, parsed
+
+
+def build_network(name, options, channels, image_size, classes=0):
+    """The network; `classes` > 0 makes it class-conditional."""
+    component, parsed = network_options(name, options, classes)
     try:
-        return component, component.cls(parsed, channels, image_size, **extra)
+        return component, component.cls(parsed, channels, image_size, **({"classes": classes} if classes else {}))
     except ValueError as exc:
         raise DiffkitError(f"network {name!r}: {exc}") from None
 
@@ -105,7 +109,9 @@ def make_config(preset=None, options=None, **values):
     return resolve_config(route_options(config, options or {}))
 
 
-def _components(config):
+def _components(config, build=True):
+    """The run's degradation, network and sampler; with build=False the network's parsed options stand in for
+    the network, whose construction (its weights) only a Run needs."""
     if config.dataset not in DATASET_SHAPES:
         raise DiffkitError(f"unknown dataset {config.dataset!r}; known datasets: {', '.join(DATASET_SHAPES)}")
     channels, size = DATASET_SHAPES[config.dataset]
@@ -115,7 +121,8 @@ def _components(config):
         sampler_name = degradation.default_sampler
         sampler_options = {**degradation.default_sampler_options, **sampler_options}
     classes = DATASET_CLASSES[config.dataset] if config.conditional else 0
-    n_component, network = build_network(config.network, config.network_options, channels, size, classes)
+    n_component, network = (build_network(config.network, config.network_options, channels, size, classes) if build
+                            else network_options(config.network, config.network_options, classes))
     _, sampler = build_sampler(sampler_name, sampler_options, degradation, config.degradation)
     return (d_component, degradation), (n_component, network), (sampler_name, sampler)
 
@@ -123,9 +130,9 @@ def _components(config):
 def resolve_config(config):
     """The complete config a run records: the default sampler chosen and every component option typed and
     filled in with its default. Checks everything; returns a new RunConfig and leaves `config` alone."""
-    (_, degradation), (_, network), (sampler_name, sampler) = _components(config)
+    (_, degradation), (_, network), (sampler_name, sampler) = _components(config, build=False)
     return dataclasses.replace(config, sampler=sampler_name, degradation_options=options_dict(degradation.options),
-                               network_options=options_dict(network.options),
+                               network_options=options_dict(network),
                                sampler_options=options_dict(sampler.options))
 
 

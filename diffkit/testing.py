@@ -16,7 +16,7 @@ so a tensor a component makes without taking its input's device shows up.
 import torch
 
 from diffkit import draws
-from diffkit.degradation import Degradation
+from diffkit.degradation import Degradation, takes_labels
 from diffkit.denoiser import Denoiser
 from diffkit.network import Network
 from diffkit.options import parse_options
@@ -131,6 +131,14 @@ def check_degradation(cls, options=None):
         c.call("load_prior_state", fresh.load_prior_state, {k: v.clone() for k, v in state.items()})
         again = c.call("sample_prior", fresh.sample_prior, n, SHAPE, torch.Generator().manual_seed(5))
         c.require(torch.equal(again, prior[0]), "load_prior_state", "the fitted prior's draws after a save and load")
+
+        if takes_labels(d.fit_prior):  # a class-conditional prior: fitted per class, drawn per label
+            labels = torch.arange(len(images), device="cpu") % 10
+            c.call("fit_prior", d.fit_prior, images, torch.Generator().manual_seed(0), labels=labels)
+            asked = torch.tensor([0, 3, 9, 10], device="cpu")[:n]
+            by_class = c.call("sample_prior", d.sample_prior, n, SHAPE, torch.Generator().manual_seed(5), labels=asked)
+            c.tensor(by_class, "sample_prior", (n, *SHAPE))
+            c.require(takes_labels(d.sample_prior), "sample_prior", "a labels parameter, as fit_prior has")
 
         noise = draws.randn(x0.shape, torch.Generator().manual_seed(1), "cpu")
         losses = c.tensor(c.call("training_losses", d.training_losses, network, x0, t, noise, params),

@@ -144,3 +144,18 @@ def test_training_figures_reach_tensorboard(runner, tmp_path):
     assert {"train/loss", "train/images_per_s", "train/lr"} <= set(events.Tags()["scalars"])
     (loss,) = events.Scalars("train/loss")
     assert loss.step == 2 and loss.value == pytest.approx(json.loads((run / "log.jsonl").read_text())["loss"])
+
+
+def test_one_train_builds_the_network_once(tmp_path, monkeypatch):
+    from diffkit_networks.cnn import CNN
+
+    built = []
+    real = CNN.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CNN, "__init__", counted)
+    diffkit.train(tmp_path / "run", network="cnn", options=TINY_OPTIONS, steps=2, batch_size=8, device="cpu")
+    assert len(built) == 1  # the EMA copy is a deepcopy, not a second construction

@@ -263,7 +263,7 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
             console.print(f"[dim]reusing {escape(str(run_dir))} ({state['step']} steps)")
             trained_by = {k: v for k, v in (state.get("versions") or {}).items() if k.startswith(("degradation:", "network:"))}
             now = provenance(get_component("degradations", config.degradation), get_component("networks", config.network))
-            changed = sorted(k for k, v in trained_by.items() if k in now and v != now[k])
+            changed = sorted(k for k, v in trained_by.items() if k in now and v != now[k] and " source " in v)
             if changed:
                 console.print(f"[yellow]Warning: {escape(str(run_dir))} was trained by other code of {', '.join(changed)} "
                               f"({trained_by[changed[0]]}; now {now[changed[0]]}); delete the run to train it again")
