@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from diffkit.api import evaluate, load, train
 
 
+def __dir__():
+    """The public API, for dir(diffkit) and completion in notebooks (the lazy names included)."""
+    return sorted(__all__)
+
+
 def __getattr__(name):
     if name in ("train", "load", "evaluate"):
         from diffkit import api

@@ -159,3 +159,8 @@ def test_one_train_builds_the_network_once(tmp_path, monkeypatch):
     monkeypatch.setattr(CNN, "__init__", counted)
     diffkit.train(tmp_path / "run", network="cnn", options=TINY_OPTIONS, steps=2, batch_size=8, device="cpu")
     assert len(built) == 1  # the EMA copy is a deepcopy, not a second construction
+
+
+def test_dir_lists_the_public_api():
+    assert {"train", "load", "evaluate", "hookimpl", "__version__"} <= set(dir(diffkit))
+    assert callable(diffkit.train) and callable(diffkit.evaluate)
