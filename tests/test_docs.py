@@ -144,3 +144,7 @@ def test_the_readmes_code_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s.npz").exists() and (tmp_path / "runs" / "cond" / "config.json").exists()
     for block in re.findall(r"```toml\n(.*?)```", readme, re.S):
         tomllib.loads(block)
+
+
+def test_the_readme_is_read_in_a_few_screens():
+    assert len((ROOT / "README.md").read_text().splitlines()) < 250
