@@ -92,6 +92,8 @@ def cli():
 @click.option("--ema-decay", type=float, help="Decay of the weights' moving average." + config_default("ema_decay"))
 @click.option("--checkpoint-every", type=int, help="Checkpoint every K steps (and at the end)."
               + config_default("checkpoint_every"))
+@click.option("--keep-checkpoints", type=int, help="Complete checkpoints kept (a corrupt newest falls back to the "
+              "one before)." + config_default("keep_checkpoints"))
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1),
               help="Seed of initialisation, batches and noise." + config_default("seed"))
 @click.option("--dataset", type=click.Choice(sorted(DATASET_NAMES)), help=config_default("dataset").strip())
@@ -106,7 +108,7 @@ def cli():
                       "(bf16 on GPUs that support it, fp32 elsewhere).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (pays off on GPUs).")
 def train(degradation, network, sampler, assignments, preset, config_file, steps, batch_size, lr, ema_decay,
-          checkpoint_every, seed, dataset, conditional, cond_dropout, data_root, run_dir, resume, device, precision,
+          checkpoint_every, keep_checkpoints, seed, dataset, conditional, cond_dropout, data_root, run_dir, resume, device, precision,
           compile_):
     """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
     from diffkit.api import train as run_training
@@ -114,7 +116,8 @@ def train(degradation, network, sampler, assignments, preset, config_file, steps
 
     check_writable(run_dir, "--out", folder=True)
     flags = dict(degradation=degradation, network=network, sampler=sampler, steps=steps, batch_size=batch_size,
-                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed, dataset=dataset,
+                 lr=lr, ema_decay=ema_decay, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                 seed=seed, dataset=dataset,
                  conditional=True if conditional else None, cond_dropout=cond_dropout)
     settings = {}
     if config_file:

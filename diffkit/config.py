@@ -35,13 +35,14 @@ class RunConfig:
     ema_decay: float = 0.999
     seed: int = 0
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 2  # complete checkpoints kept: the newest and the ones a corrupt newest falls back to
     log_every: int = 50
     precision: str = "auto"  # autocast of network calls in training: auto|fp32|bf16|fp16 (auto: bf16 on capable GPUs)
     compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self):
         self._check_types()
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             if not 1 <= getattr(self, name) <= LIMITS[name]:
                 raise DiffkitError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)} "
                                    f"(at most {LIMITS[name]:,})")
@@ -98,7 +99,7 @@ def _accepted(kind):
 
 
 FIELD_TYPES = {name: _accepted(kind) for name, kind in typing.get_type_hints(RunConfig).items()}
-LIMITS = {"steps": 10**9, "batch_size": 65_536, "checkpoint_every": 10**9, "log_every": 10**9}
+LIMITS = {"steps": 10**9, "batch_size": 65_536, "checkpoint_every": 10**9, "keep_checkpoints": 1000, "log_every": 10**9}
 
 # The `quick` budget: the network and training that draw recognisable digits in minutes on 2 CPU cores.
 QUICK_TRAINING = dict(

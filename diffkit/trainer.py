@@ -284,7 +284,7 @@ class TrainLoop:
                  "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                  "device": str(self.run.device), "world_size": distributed.world_size(),
                  "train_seconds": self.seconds, "images_seen": self.step * self.config.batch_size}
-        save_checkpoint(self.run_dir, self.step, tensors, state)
+        save_checkpoint(self.run_dir, self.step, tensors, state, keep=self.config.keep_checkpoints)
 
     def run_loop(self):
         """Train to config.steps; returns the Run with the EMA network. Raises Interrupted after Ctrl-C, and

@@ -429,3 +429,15 @@ def test_evaluate_n_10_of_a_million_images_costs_no_more_memory_than_of_ten(tmp_
 
     small_peak, big_peak = peak_mb(tmp_path / "small.npz"), peak_mb(tmp_path / "big.npz")
     assert big_peak - small_peak < 150, (small_peak, big_peak)
+
+
+def test_keep_checkpoints_sets_how_many_complete_checkpoints_stay(tmp_path):
+    run = tmp_path / "run"
+    train(make_config(network="cnn", options=TINY_OPTIONS, steps=8, batch_size=8, checkpoint_every=2,
+                      keep_checkpoints=3), run, device="cpu")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-00000004", "step-00000006",
+                                                                      "step-00000008"]
+    from diffkit.errors import DiffkitError
+
+    with pytest.raises(DiffkitError, match="keep-checkpoints must be a positive integer, got 0"):
+        make_config(network="cnn", keep_checkpoints=0)

@@ -241,7 +241,7 @@ def read_config(path):
     return settings, runs, pairs
 
 
-NOT_TRAINING = ("steps", "checkpoint_every", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
+NOT_TRAINING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
                 "compile")
 
 
