@@ -76,7 +76,7 @@ def test_a_checkpoint_step_interrupted_is_saved_once(tmp_path, monkeypatch):
 
     saves = []
     real_save = trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint", lambda *a: saves.append(a[1]) or real_save(*a))
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda *a, **kw: saves.append(a[1]) or real_save(*a, **kw))
     monkeypatch.setattr(trainer, "deferred_interrupt", lambda: contextlib.nullcontext([signal.SIGTERM]))
     config = make_config(network="cnn", options=TINY_OPTIONS, steps=5, batch_size=8, checkpoint_every=1)
     with pytest.raises(trainer.Interrupted) as stopped:

@@ -6,10 +6,10 @@ a Gaussian blur of std σ_t, and the image mean (the DC coefficient) is kept exa
 from sigma_min at t = 1 to sigma_max at t = T; t = 0 is the identity.
 
 Defaults: noise growing to std 1 at T, x̂0 learnt with a squared error, sampled by `cold` (DDIM-like), as in
-blurring diffusion (Hoogeboom & Salimans 2023): FID 32 and every digit at the quick budget. The paper's small
-noise (0.01) with fresh noise δ = 0.01 per step is the `paper-heat` preset: with an x0-predicting network
-and a one-jump-per-step sampler from an almost flat x_T it collapses onto "1" (Rissanen et al. predict one
-step back and take hundreds of steps).
+blurring diffusion (Hoogeboom & Salimans 2023): every digit at the quick budget (docs/benchmarks.md). The
+paper's small noise (0.01) with fresh noise δ = 0.01 per step is the `paper-heat` preset: with an
+x0-predicting network and a one-jump-per-step sampler from an almost flat x_T it collapses onto "1" (Rissanen
+et al. predict one step back and take hundreds of steps).
 """
 
 import math

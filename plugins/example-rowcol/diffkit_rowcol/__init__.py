@@ -10,7 +10,7 @@ network) for x̂0, so class labels and guidance reach it too, and it keeps the l
 `begin` makes for each sampling call.
 
 The stripes say where a digit's ink is row by row, not where in the row: a deterministic sampler draws
-one digit per stripe pattern, and the samples lack variety (recall 0.39 at the quick budget). Noise
+one digit per stripe pattern, and the samples lack variety (docs/benchmarks.md measures it). Noise
 growing to std 1 at T lets the cold sampler draw that variety, as DDIM does; the network then learns
 x0 with a squared error, whose optimum is the mean digit the sampler needs (an L1 loss learns the median,
 a thin stroke, and the samples crowd onto 1s). `noise = 0` is the deterministic degradation.
