@@ -164,6 +164,29 @@ def split_prefix(tensors, prefix):
     return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
+# The layout of a checkpoint's tensors, named here alone: "network.*" (the raw weights), "ema.*" (the weights that
+# sample), "prior.*" (the degradation's fitted prior) and "optimizer.*" (see flatten_optimizer).
+PARTS = ("network", "ema", "prior")
+
+
+def pack(network, ema, prior, optimizer=None):
+    """One flat {name: CPU tensor} dict for save_checkpoint from the state dicts of each part (optimizer: the
+    tensors flatten_optimizer returned)."""
+    parts = {"network": network, "ema": ema, "prior": prior}
+    flat = {f"{part}.{k}": v.detach().cpu() for part, values in parts.items() for k, v in values.items()}
+    return {**flat, **{k: v.detach().cpu() for k, v in (optimizer or {}).items()}}
+
+
+def unpack(tensors):
+    """{"network" | "ema" | "prior": state dict} of a checkpoint's tensors (the optimizer's: unflatten_optimizer)."""
+    return {part: split_prefix(tensors, part) for part in PARTS}
+
+
+def sampling_sha256(ema, prior):
+    """The hash of what decides a seed's samples: the EMA weights and the fitted prior."""
+    return tensors_sha256({**{f"ema.{k}": v for k, v in ema.items()}, **{f"prior.{k}": v for k, v in prior.items()}})
+
+
 def flatten_optimizer(state_dict):
     """torch optimizer state -> (tensors for safetensors, JSON-ready rest)."""
     tensors, scalars = {}, {}

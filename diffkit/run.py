@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from diffkit import __version__, draws
-from diffkit.checkpoint import load_checkpoint, split_prefix, tensors_sha256
+from diffkit.checkpoint import load_checkpoint, sampling_sha256, unpack
 from diffkit.config import RunConfig, merge, preset as load_preset
 from diffkit.device import Precise, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError
@@ -185,7 +185,8 @@ class Run:
             raise DiffkitError(f"{run_dir} was written by diffkit {written} (this is {__version__}) and its config "
                                f"does not load here: {exc.message}") from None
         run = cls(config, device, precision)
-        ema = split_prefix(tensors, "ema")
+        parts = unpack(tensors)
+        ema, prior = parts["ema"], parts["prior"]
         if not all(torch.isfinite(v).all() for v in ema.values() if v.is_floating_point()):
             raise DiffkitError(f"the checkpoint in {run_dir} holds non-finite weights (the run diverged); "
                                f"train it again with a lower --lr")
@@ -194,15 +195,13 @@ class Run:
         except RuntimeError as exc:
             raise DiffkitError(f"checkpoint in {run_dir} does not match its network: {str(exc).splitlines()[0]}") from None
         run.network.eval()
-        prior = split_prefix(tensors, "prior")
         try:
             run.degradation.load_prior_state(prior)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise DiffkitError(f"the checkpoint in {run_dir} holds no usable prior ({exc}); was it edited, or written "
                                f"before the prior was fitted?") from None
         run.step, run.state, run.run_dir = state["step"], state, Path(run_dir)
-        run.weights_sha256 = tensors_sha256({**{f"ema.{k}": v for k, v in ema.items()},
-                                             **{f"prior.{k}": v for k, v in prior.items()}})
+        run.weights_sha256 = sampling_sha256(ema, prior)
         return run
 
     @property

@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from diffkit import distributed, draws
 from diffkit.atomic import refuse_link, write_text
-from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoint, save_checkpoint,
-                                split_prefix, unflatten_optimizer)
+from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoint, pack, save_checkpoint,
+                                unflatten_optimizer, unpack)
 from diffkit.config import RunConfig
 from diffkit.data import load_images, load_labels, to_model_range
 from diffkit.degradation import takes_labels
@@ -111,10 +111,6 @@ def _trim_log(path, step, warn):
         write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
-def _cpu(state_dict):
-    return {k: v.detach().cpu() for k, v in state_dict.items()}
-
-
 class TrainLoop:
     """Setup or resume, then one step at a time: forward-backward, optimizer and EMA update, log, save."""
 
@@ -187,8 +183,9 @@ class TrainLoop:
             raise DiffkitError(f"{where} cannot be resumed: its state.json lacks the optimizer state or a numeric "
                                f"train_seconds (written by an older diffkit, or edited)")
         try:
-            self.network.load_state_dict(split_prefix(tensors, "network"))
-            self.ema.load_state_dict(split_prefix(tensors, "ema"))
+            parts = unpack(tensors)
+            self.network.load_state_dict(parts["network"])
+            self.ema.load_state_dict(parts["ema"])
             self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
             if state.get("grad_scaler"):
                 self.scaler.load_state_dict(state["grad_scaler"])
@@ -197,7 +194,7 @@ class TrainLoop:
             raise DiffkitError(f"{where} does not fit this run's network or optimizer ({first}); was the network "
                                f"changed since it was saved, or the file edited?") from None
         try:
-            self.run.degradation.load_prior_state(split_prefix(tensors, "prior"))
+            self.run.degradation.load_prior_state(unpack(tensors)["prior"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise DiffkitError(f"{where} holds no usable prior ({exc}); was it edited?") from None
         self.step, self.seconds = state["step"], seconds
@@ -273,12 +270,7 @@ class TrainLoop:
         if not distributed.is_main():
             return
         opt_tensors, opt_rest = flatten_optimizer(self.optimizer.state_dict())
-        tensors = {
-            **{f"network.{k}": v for k, v in _cpu(self.network.state_dict()).items()},
-            **{f"ema.{k}": v for k, v in _cpu(self.ema.state_dict()).items()},
-            **{f"prior.{k}": v for k, v in self.run.degradation.prior_state().items()},
-            **{k: v.detach().cpu() for k, v in opt_tensors.items()},
-        }
+        tensors = pack(self.network.state_dict(), self.ema.state_dict(), self.run.degradation.prior_state(), opt_tensors)
         state = {"config": self.config.to_dict(), "seed": self.config.seed, "step": self.step,
                  "versions": self.run.versions(), "optimizer": opt_rest,
                  "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
