@@ -108,8 +108,8 @@ def cli():
                       "(bf16 on GPUs that support it, fp32 elsewhere).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (pays off on GPUs).")
 def train(degradation, network, sampler, assignments, preset, config_file, steps, batch_size, lr, ema_decay,
-          checkpoint_every, keep_checkpoints, seed, dataset, conditional, cond_dropout, data_root, run_dir, resume, device, precision,
-          compile_):
+          checkpoint_every, keep_checkpoints, seed, dataset, conditional, cond_dropout, data_root, run_dir, resume,
+          device, precision, compile_):
     """Train a model and write checkpoints to RUN_DIR (several processes: torchrun ... -m diffkit train)."""
     from diffkit.api import train as run_training
     from diffkit.atomic import check_writable
@@ -192,8 +192,6 @@ def read_run_file(path):
 def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, grid, trajectory, classes, guidance,
            device, precision):
     """Sample images from a trained run (EMA weights, prior draws only; torchrun splits the batches)."""
-    import torch
-
     from diffkit import distributed
     from diffkit.atomic import check_writable
     from diffkit.images import class_rows, save_grid
@@ -222,7 +220,6 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     guided = f", guidance {meta['guidance']:g}" if meta.get("guidance") else ""
     console.print(f"[green]wrote[/] {count} images ({meta['sampler']}, {meta['steps']} steps{merged}, {meta['nfe']} NFE"
                   f"{guided}, {meta['device']}) -> {escape(str(out))}")
-
 
 
 @cli.command()

@@ -29,9 +29,20 @@ def per_sample(values, x):
     return values.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
 
 
+def steps_for(x, t):
+    """The integer step t for every image of the batch x (B,), on x's device: what samplers pass at a jump."""
+    return torch.full((len(x),), t, dtype=torch.long, device=x.device)
+
+
 def takes_labels(method):
     """Whether a degradation's fit_prior or sample_prior accepts `labels` (a class-conditional prior)."""
     return "labels" in inspect.signature(method).parameters
+
+
+def labels_for(method, labels):
+    """The keyword arguments that hand `labels` to fit_prior or sample_prior: {} when there are none, or when the
+    method (an older plugin's, a Gaussian prior) takes no labels."""
+    return {"labels": labels} if labels is not None and takes_labels(method) else {}
 
 
 def lookup(table, t):

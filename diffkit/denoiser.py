@@ -14,6 +14,7 @@ w = 0 is the conditional model alone (one evaluation); an unconditional run has 
 
 import torch
 
+from diffkit.degradation import steps_for
 
 class Denoiser:
     def __init__(self, network, degradation, labels=None, guidance=0.0, null_label=None):
@@ -44,5 +45,5 @@ class Denoiser:
     def __call__(self, x, t):
         """x̂0 in [-1, 1] from x at step t (an int, or a (B,) tensor of steps)."""
         if not torch.is_tensor(t):
-            t = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+            t = steps_for(x, t)
         return self.degradation.predict_x0(self.prediction, x, t).clamp(-1, 1)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffkit import distributed, draws
 from diffkit.atomic import atomic_path
 from diffkit.data import to_uint8
-from diffkit.degradation import takes_labels
+from diffkit.degradation import labels_for
 from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
 
@@ -52,8 +52,8 @@ class Samples:
 
 def _sample_batch(run, plan, index, size, shape, seed, labels, trajectory_count, on_step):
     generator = run.generator(seed, index)
-    by_class = {"labels": labels} if labels is not None and takes_labels(run.degradation.sample_prior) else {}
-    x_T = run.degradation.sample_prior(size, shape, generator, **by_class).to(run.device)
+    prior = run.degradation.sample_prior
+    x_T = prior(size, shape, generator, **labels_for(prior, labels)).to(run.device)
     params = draws.to_device(run.degradation.draw_params(size, generator), run.device)
     want_path = index == 0 and trajectory_count > 0
     denoiser = Denoiser(run.model, run.degradation, None if labels is None else labels.to(run.device), plan.guidance,
@@ -170,7 +170,12 @@ def load_samples(path, image_size=28, channels=1):
             raise ValueError
     except ValueError:
         raise DiffkitError(f"{path}: its 'meta' array is not the JSON diffkit writes; drop it or fix it") from None
-    if labels is not None and (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)):
-        raise DiffkitError(f"{path}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
-    labels = None if labels is None else torch.from_numpy(labels.astype(np.int64))
+    labels = None if labels is None else checked_labels(labels, len(images), path)
     return Samples(torch.from_numpy(np.ascontiguousarray(images)), meta, labels=labels)
+
+
+def checked_labels(labels, count, path):
+    """A samples file's `labels` array as int64 (N,), or one line if it is not one integer class per image."""
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DiffkitError(f"{path}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
+    return torch.from_numpy(labels.astype(np.int64))

@@ -27,7 +27,7 @@ from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoi
                                 unflatten_optimizer, unpack)
 from diffkit.config import RunConfig
 from diffkit.data import load_images, load_labels, to_model_range
-from diffkit.degradation import takes_labels
+from diffkit.degradation import labels_for
 from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import manager
@@ -157,9 +157,8 @@ class TrainLoop:
             if distributed.is_main():
                 _trim_log(self.log_path, self.step, self._warn)
         else:
-            d, by_class = self.run.degradation, {"labels": labels} if labels is not None else {}
-            d.fit_prior(self.images, torch.Generator().manual_seed(config.seed),
-                        **(by_class if takes_labels(d.fit_prior) else {}))
+            d = self.run.degradation
+            d.fit_prior(self.images, torch.Generator().manual_seed(config.seed), **labels_for(d.fit_prior, labels))
             self.step, self.seconds = 0, 0.0
             if distributed.is_main():
                 self.log_path.unlink(missing_ok=True)  # a fresh run starts with an empty log

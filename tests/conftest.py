@@ -45,3 +45,22 @@ def invoke(runner, *args):
     from diffkit.cli import cli
 
     return runner.invoke(cli, [str(a) for a in args])
+
+
+def figure_keeper(names, drawn):
+    """A stand-in for diffkit_eval.figures.figure that draws as usual and also keeps the figures named in `names`
+    open in `drawn` (by file name), so a test can read back what they plot."""
+    import matplotlib.pyplot as plt
+
+    from diffkit_eval import figures
+
+    real = figures.figure
+
+    def keep(path, draw, size=(6, 4)):
+        if Path(path).name in names:
+            fig = plt.figure(figsize=size)
+            draw(fig)
+            drawn[Path(path).name] = fig
+        real(path, draw, size)
+
+    return keep

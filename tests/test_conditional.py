@@ -271,23 +271,14 @@ samplers = [{ name = "cold", steps = 2 }]
 def test_compare_sweeps_guidance_scores_classes_and_draws_the_trade_off(runner, tmp_path, monkeypatch):
     import json
 
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     from diffkit_eval import figures
 
-    from conftest import invoke
+    from conftest import figure_keeper, invoke
 
-    drawn, real = {}, figures.figure
-
-    def keep(path, draw, size=(6, 4)):
-        if path.name == "guidance.png":
-            fig = plt.figure(figsize=size)
-            draw(fig)
-            drawn[path.name] = fig
-        real(path, draw, size)
-
-    monkeypatch.setattr(figures, "figure", keep)
+    drawn = {}
+    monkeypatch.setattr(figures, "figure", figure_keeper({"guidance.png"}, drawn))
     config = tmp_path / "guided.toml"
     config.write_text(GUIDED_CONFIG)
     result = invoke(runner, "compare", config, "--out", tmp_path / "report")

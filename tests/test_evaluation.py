@@ -15,7 +15,7 @@ from diffkit_cold.degradations import Blur, BlurOptions
 from diffkit_eval.evaluate import Evaluator
 from diffkit_eval.metrics import Estimate
 
-from conftest import invoke
+from conftest import figure_keeper, invoke
 
 
 @pytest.fixture(scope="module")
@@ -202,23 +202,13 @@ def links_of(page):
 def compared(tmp_path_factory):
     """The tiny comparison, run once for the tests that read its report; the matplotlib figures it draws are
     kept in DRAWN (by file name), so tests can read back what each one plots."""
-    import matplotlib.pyplot as plt
-
     from diffkit_eval import figures
 
     folder = tmp_path_factory.mktemp("compare")
     config = folder / "tiny.toml"
     config.write_text(TINY_CONFIG)
     out = folder / "report"
-
-    def keep(path, draw, size=(6, 4)):
-        if Path(path).name in ("metrics-vs-steps.png", "class-histograms.png", "sample-size.png", "loss.png"):
-            fig = plt.figure(figsize=size)
-            draw(fig)
-            DRAWN[Path(path).name] = fig
-        real(path, draw, size)
-
-    real = figures.figure
+    keep = figure_keeper({"metrics-vs-steps.png", "class-histograms.png", "sample-size.png", "loss.png"}, DRAWN)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "figure", keep)
         result = invoke(CliRunner(), "compare", config, "--out", out)

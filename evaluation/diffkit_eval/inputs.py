@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diffkit.errors import DiffkitError
+from diffkit.generate import checked_labels
 
 RANGES = {"0,1": (0.0, 1.0), "0,255": (0.0, 255.0), "-1,1": (-1.0, 1.0)}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -185,9 +186,7 @@ def read_labels(source, count):
             labels = _member(archive, "labels.npy", source, count)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DiffkitError(f"cannot read the labels of {source}: {exc}".splitlines()[0]) from None
-    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DiffkitError(f"{source}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
-    return torch.from_numpy(labels.astype(np.int64))
+    return checked_labels(labels, count, source)
 
 
 def read_images(source, count=None, value_range=None):

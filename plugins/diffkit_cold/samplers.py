@@ -16,9 +16,8 @@ deterministic sampler maps each prior draw to one image; the noise lets nearby p
 
 from dataclasses import dataclass
 
-import torch
-
 from diffkit import draws
+from diffkit.degradation import steps_for
 from diffkit.sampler import Sampler
 
 
@@ -43,15 +42,11 @@ class StochasticCold(Sampler):
         return x
 
 
-def _steps(x, t):
-    return torch.full((len(x),), t, dtype=torch.long, device=x.device)
-
-
 def _increment(denoiser, x, at, t, s, params=None):
     """Algorithm 2's jump from t to s, D(x̂0, s; ε̂) − D(x̂0, t; ε̂), with x̂0 and ε̂ estimated from x at `at`."""
     degradation, x0 = denoiser.degradation, denoiser(x, at)
-    eps = degradation.noise_estimate(x, x0, _steps(x, at), params)
-    tt, ss = _steps(x, t), _steps(x, s)
+    eps = degradation.noise_estimate(x, x0, steps_for(x, at), params)
+    tt, ss = steps_for(x, t), steps_for(x, s)
     return degradation.degrade(x0, ss, noise=eps, params=params) - degradation.degrade(x0, tt, noise=eps, params=params)
 
 
@@ -79,7 +74,7 @@ class NaiveColdSampler(StochasticCold):
     description = "cold diffusion Algorithm 1: x_s = D(x̂0, s), + δ·ε if delta > 0"
 
     def jump(self, denoiser, x, t, s, generator=None, params=None):
-        return denoiser.degradation.degrade(denoiser(x, t), _steps(x, s), generator, params=params)
+        return denoiser.degradation.degrade(denoiser(x, t), steps_for(x, s), generator, params=params)
 
 
 class DirectSampler(Sampler):

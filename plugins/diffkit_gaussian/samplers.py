@@ -6,16 +6,10 @@ than T they jump between evenly spaced timesteps (improved-diffusion's respacing
 
 from dataclasses import dataclass
 
-import torch
-
 from diffkit import draws
+from diffkit.degradation import steps_for
 from diffkit.sampler import Sampler
 from diffkit_gaussian.diffusion import GaussianDiffusion
-
-
-def _full(x, t):
-    """Step t for every image of the batch x, on x's device."""
-    return torch.full((len(x),), t, dtype=torch.long, device=x.device)
 
 
 class DDPMSampler(Sampler):
@@ -27,7 +21,7 @@ class DDPMSampler(Sampler):
     def p_sample(self, denoiser, x, t, s, state=None, generator=None, params=None):
         """One ancestral step x_t -> x_s."""
         diffusion, x0 = denoiser.degradation, denoiser(x, t)
-        mean, variance = diffusion.q_posterior_mean_variance(x0, x, _full(x, t), _full(x, s))
+        mean, variance = diffusion.q_posterior_mean_variance(x0, x, steps_for(x, t), steps_for(x, s))
         if s == 0:
             return mean
         return mean + variance.sqrt() * draws.randn(x.shape, generator, x.device)
@@ -57,7 +51,7 @@ class DDIMSampler(Sampler):
     def ddim_sample(self, denoiser, x, t, s, state=None, generator=None, params=None):
         """One DDIM step x_t -> x_s."""
         diffusion, x0 = denoiser.degradation, denoiser(x, t)
-        eps = diffusion.noise_estimate(x, x0, _full(x, t))
+        eps = diffusion.noise_estimate(x, x0, steps_for(x, t))
         a_t, a_s = diffusion.alphas_cumprod[t], diffusion.alphas_cumprod[s]
         sigma = self.options.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
         x = a_s.sqrt().float() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt().float() * eps

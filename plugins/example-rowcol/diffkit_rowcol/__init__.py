@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from diffkit import draws, hookimpl
-from diffkit.degradation import Degradation
+from diffkit.degradation import Degradation, steps_for
 from diffkit.prior import fit_mixture, sample_mixture
 from diffkit.sampler import Sampler
 
@@ -100,12 +100,12 @@ class TwoStepCold(Sampler):
 
     def step(self, denoiser, x, t, s, state, generator=None, params=None):
         d, x0 = denoiser.degradation, denoiser(x, t)
-        tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        tt = steps_for(x, t)
         estimate = x0 if state["previous"] is None or s == 0 else (1.5 * x0 - 0.5 * state["previous"]).clamp(-1, 1)
         state["previous"] = x0
         eps = d.noise_estimate(x, estimate, tt, params)
-        return x - d.degrade(estimate, tt, noise=eps, params=params) + d.degrade(estimate, torch.full_like(tt, s),
-                                                                                noise=eps, params=params)
+        return x - d.degrade(estimate, tt, noise=eps, params=params) + d.degrade(estimate, steps_for(x, s), noise=eps,
+                                                                                params=params)
 
 
 @hookimpl
