@@ -29,7 +29,8 @@ KEEP = 2  # complete checkpoints kept: the newest and the one a corrupt newest f
 OWN_NAME = re.compile(r"\.?(tmp-)?step-\d{8}")  # the names diffkit gives its checkpoint folders
 
 
-def save_checkpoint(run_dir, step, tensors, state, keep=KEEP):
+def save_checkpoint(run_dir, step, tensors, state, keep=KEEP, pinned=()):
+    """Save one step; prune to the newest `keep` complete checkpoints and those of the `pinned` steps."""
     folder = Path(run_dir) / "checkpoints"
     refuse_link(folder, "checkpoints")
     final, tmp = folder / f"step-{step:08d}", folder / f".tmp-step-{step:08d}"
@@ -53,7 +54,8 @@ def save_checkpoint(run_dir, step, tensors, state, keep=KEEP):
         fsync_path(folder)
     if _named_by_latest(folder) != final:
         write_text(folder / "latest", final.name)
-    kept = {final, *[p for p in _complete_checkpoints(run_dir) if not p.name.startswith(".")][:keep]}
+    complete = [p for p in _complete_checkpoints(run_dir) if not p.name.startswith(".")]
+    kept = {final, *complete[:keep], *[p for p in complete if int(p.name.rsplit("-", 1)[-1]) in pinned]}
     for old in folder.iterdir():
         if old not in kept and OWN_NAME.fullmatch(old.name) and old.is_dir() and not old.is_symlink() \
                 and (old.name.startswith(".") or _complete(old)):
@@ -123,13 +125,19 @@ def _read(path):
     return tensors, state
 
 
-def load_checkpoint(run_dir, warn=None):
-    """(tensors, state) of the newest checkpoint in run_dir, or a one-line error.
+def load_checkpoint(run_dir, warn=None, step=None):
+    """(tensors, state) of the newest checkpoint in run_dir (of `step`, when given), or a one-line error.
 
     If `latest` names nothing readable, the newest complete checkpoint is used and `warn(line)` says so."""
     folder = Path(run_dir) / "checkpoints"
     if not Path(run_dir).is_dir():
         raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
+    if step is not None:
+        if not _complete(folder / f"step-{step:08d}"):
+            kept = ", ".join(p.name.rsplit("-", 1)[-1].lstrip("0") for p in _complete_checkpoints(run_dir)) or "none"
+            raise DiffkitError(f"{run_dir} holds no checkpoint of step {step} (kept steps: {kept}); train with "
+                               f"keep_steps = [{step}] to keep it")
+        return _read(folder / f"step-{step:08d}")
     named = _named_by_latest(folder)
     candidates = _complete_checkpoints(run_dir)
     if named is not None and _complete(named):

@@ -163,13 +163,9 @@ def strict_bool(value, what):
 
 def read_run_file(path):
     """Run settings from a TOML file: RunConfig keys and `preset`; a compare entry's name and samplers are ignored."""
-    import tomllib
+    from diffkit.config import read_toml
 
-    try:
-        values = tomllib.loads(open(path).read())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise DiffkitError(f"cannot read run config {path}: {exc}") from None
-    return {k: v for k, v in values.items() if k not in ("name", "samplers")}
+    return {k: v for k, v in read_toml(path, "run config").items() if k not in ("name", "samplers", "seeds", "budgets")}
 
 
 @cli.command()

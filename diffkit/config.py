@@ -36,6 +36,7 @@ class RunConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2  # complete checkpoints kept: the newest and the ones a corrupt newest falls back to
+    keep_steps: list = field(default_factory=list)  # steps whose checkpoints are saved and kept (budget curves)
     log_every: int = 50
     precision: str = "auto"  # autocast of network calls in training: auto|fp32|bf16|fp16 (auto: bf16 on capable GPUs)
     compile: bool = False  # torch.compile the network for training
@@ -46,6 +47,8 @@ class RunConfig:
             if not 1 <= getattr(self, name) <= LIMITS[name]:
                 raise DiffkitError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)} "
                                    f"(at most {LIMITS[name]:,})")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= LIMITS["steps"] for s in self.keep_steps):
+            raise DiffkitError(f"keep-steps must be a list of positive step counts, got {self.keep_steps!r}"[:200])
         if self.sample_steps is not None and self.sample_steps < 1:
             raise DiffkitError(f"sample steps must be a positive integer, got {self.sample_steps}")
         if not 0 <= self.warmup_steps <= LIMITS["steps"]:
@@ -181,6 +184,18 @@ def merge(base, overrides):
                     values.pop(key, None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
+
+
+def read_toml(path, what):
+    """A TOML file's table, or one line naming the file and what is wrong (`what`: "run config", ...); the one
+    reader of diffkit's TOML files."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DiffkitError(f"cannot read {what} {path}: {exc}") from None
 
 
 def preset(name):

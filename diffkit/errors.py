@@ -12,6 +12,6 @@ class Interrupted(Exception):
 
     The CLI prints the message and exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
 
-    def __init__(self, step, signum=2, advice="continue with --resume"):
-        super().__init__(f"interrupted at step {step}; checkpoint saved, {advice}")
-        self.step, self.exit_code = step, 128 + int(signum)
+    def __init__(self, step, signum=2, advice="continue with --resume", message=None):
+        super().__init__(f"{message or f'interrupted at step {step}; checkpoint saved'}, {advice}")
+        self.step, self.exit_code, self.message = step, 128 + int(signum), message

@@ -173,11 +173,12 @@ class Run:
         return cls(resolve_config(config), device, precision)
 
     @classmethod
-    def load(cls, run_dir, device="auto", precision="fp32"):
-        """A trained run rebuilt from its directory alone, with EMA weights, on `device`.
+    def load(cls, run_dir, device="auto", precision="fp32", step=None):
+        """A trained run rebuilt from its directory alone, with EMA weights, on `device`: its newest checkpoint,
+        or the one of `step` (kept by keep_steps).
 
         Sampling defaults to fp32 whatever the device, so a seed's samples match across devices."""
-        tensors, state = load_checkpoint(run_dir)
+        tensors, state = load_checkpoint(run_dir, step=step)
         try:
             config = RunConfig.from_dict(state["config"])
         except DiffkitError as exc:

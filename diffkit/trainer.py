@@ -130,7 +130,8 @@ class TrainLoop:
             steps = config.steps if config else saved.steps
             if steps < state["step"]:
                 raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
-            config = RunConfig.from_dict({**saved.to_dict(), "steps": steps})
+            config = RunConfig.from_dict({**saved.to_dict(), "steps": steps,
+                                          "keep_steps": config.keep_steps if config else saved.keep_steps})
             if precision is not None and precision != config.precision:
                 raise DiffkitError(f"--resume continues with the run's saved config (precision {config.precision}); "
                                    f"--precision {precision} cannot change it")
@@ -275,7 +276,8 @@ class TrainLoop:
                  "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                  "device": str(self.run.device), "world_size": distributed.world_size(),
                  "train_seconds": self.seconds, "images_seen": self.step * self.config.batch_size}
-        save_checkpoint(self.run_dir, self.step, tensors, state, keep=self.config.keep_checkpoints)
+        save_checkpoint(self.run_dir, self.step, tensors, state, keep=self.config.keep_checkpoints,
+                        pinned=self.config.keep_steps)
 
     def run_loop(self):
         """Train to config.steps; returns the Run with the EMA network. Raises Interrupted after Ctrl-C, and
@@ -315,7 +317,7 @@ class TrainLoop:
                 progress.update(task, loss=entry["loss"], speed=entry["images_per_s"])
                 window, window_start = [], time.perf_counter()
             progress.update(task, completed=self.step)
-            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+            if self.step % config.checkpoint_every == 0 or self.step in (config.steps, *config.keep_steps):
                 self.save()
             if stop:
                 self.save()

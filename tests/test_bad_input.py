@@ -102,6 +102,11 @@ def world(tmp_path_factory):
                        "device.toml": toml(compare='device = "tpu"'),
                        "seeds-str.toml": toml(compare='seeds = "0,1"'), "seeds-twice.toml": toml(compare="seeds = [1, 1]"),
                        "seeds-clash.toml": toml(compare="seeds = [0, 1]") + '\n[[models]]\nname = "m-seed1"\ndegradation = "gaussian"\n',
+                       "budgets-zero.toml": toml(compare="samples = 40\nbudgets = [0, 2]"),
+                       "executor-key.toml": toml() + '\n[executor]\ncolour = 1\n',
+                       "executor-name.toml": toml() + '\n[executor]\nname = "pbs"\n',
+                       "executor-jobs-str.toml": toml() + '\n[executor]\njobs = "2"\n',
+                       "ray-train-gpus.toml": toml() + '\n[executor]\nname = "ray"\ntrain_gpus = 2\n',
                        "cold-on-gauss.toml": toml(samplers='[{ name = "cold-naive", steps = 2 }, { name = "direct", options = { x = 1 } }]')}.items():
         (root / name).write_text(text)
     return root
@@ -247,6 +252,12 @@ CASES = [
     (["compare", "{world}/seeds-twice.toml", "--out", "{new}/rep"], "seeds must be a list of distinct integers"),
     (["compare", "{world}/seeds-clash.toml", "--out", "{new}/rep"], "run name 'm-seed1' is used twice"),
     (["compare", "{world}/good.toml", "--out", "{world}/afile"], "is a file"),
+    (["compare", "{world}/budgets-zero.toml", "--out", "{new}/rep"], "budgets must be a list of distinct positive step"),
+    (["compare", "{world}/executor-key.toml", "--out", "{new}/rep"], "unknown [executor] key 'colour'"),
+    (["compare", "{world}/executor-name.toml", "--out", "{new}/rep"], "unknown executor 'pbs'"),
+    (["compare", "{world}/executor-jobs-str.toml", "--out", "{new}/rep"], "[executor] jobs must be an integer"),
+    (["compare", "{world}/ray-train-gpus.toml", "--out", "{new}/rep"], "the ray executor trains a model on one GPU"),
+    (["compare", "{world}/good.toml", "--out", "{new}/rep", "--jobs", "0"], "jobs / --jobs must be an integer from 1"),
     # restore
     (["restore", "{world}/cold", "-n", "10", "--steps", "999"], "--steps must be between 1 and T=3, got 999"),
     (["restore", "{world}/cold", "-n", "5"], "-n must be between 10 and 1,000,000"),

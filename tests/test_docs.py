@@ -108,11 +108,11 @@ def test_the_compare_reference_lists_every_key_and_its_example_reads(tmp_path):
     import dataclasses
 
     from diffkit.config import RunConfig
-    from diffkit_eval import compare
+    from diffkit_eval import compare, executors
 
     page = (ROOT / "docs" / "compare.md").read_text()
     keys = {f.name for f in dataclasses.fields(RunConfig)} | set(compare.SETTINGS) | compare.MODEL_KEYS \
-        | compare.SAMPLER_KEYS | compare.IMPORTED_KEYS
+        | compare.SAMPLER_KEYS | compare.IMPORTED_KEYS | set(executors.KEYS)
     missing = sorted(k for k in keys if f"| `{k}` |" not in page)
     assert not missing, f"not in docs/compare.md: {missing}"
     example = re.findall(r"```toml\n(.*?)```", page, re.S)[0]

@@ -99,26 +99,66 @@ def compare_command(cli):
     @click.option("--out", "out_dir", required=True, type=click.Path(), help="Report directory (runs and samples are kept there).")
     @data_root_option
     @click.option("--device", help="auto, cpu, cuda, cuda:N or mps (default: [compare] device, else auto).")
-    def compare(config, out_dir, data_root, device):
+    @click.option("--executor", type=click.Choice(["local", "slurm", "ray"]),
+                  help="Where the cells run [default: [executor] name, else local].")
+    @click.option("--jobs", type=int, help="local: cells at once, the CPU cores split between them [default: "
+                                           "[executor] jobs, else 1].")
+    @click.option("--plan", "show_plan", is_flag=True, help="Print the cells, what each needs and costs; run nothing.")
+    @click.option("--status", "show_status", is_flag=True, help="Print the state of every cell of a sweep in --out "
+                                                                "(running here or elsewhere); run nothing.")
+    def compare(config, out_dir, data_root, device, executor, jobs, show_plan, show_status):
         """Train, sample and score every model × sampler in CONFIG.toml; write a report to --out.
 
-        Under torchrun, training and sampling use every process; rank 0 scores and writes the report."""
-        from diffkit_eval.compare import run_comparison
+        The work is split into cells (train, sample, score), each run once: the same command after a stop or a
+        failure runs only what is left. Under torchrun, training and sampling use every process; rank 0 scores
+        and writes the report."""
+        from diffkit.atomic import refuse_link
+        from diffkit.device import resolve_device
+        from diffkit_eval.cells import evaluator_for, plan, plan_table, status_table
+        from diffkit_eval.compare import gather, read_config
+        from diffkit_eval.executors import executor_for, executor_settings, make_tasks, run_sweep
         from diffkit_eval.report import write_report
 
+        settings, runs, pairs = read_config(config)
+        chosen = executor_settings(config, executor, jobs)
+        cells = plan(settings, runs, pairs)
+        if show_plan or show_status:
+            show = plan_table if show_plan else status_table
+            table_console().print(show(cells, out_dir, f"diffkit compare {escape(str(config))} "
+                                                       f"({'plan' if show_plan else 'status'})"))
+            return
         check_writable(out_dir, "--out", folder=True)
+        settings["device"] = device = device or settings["device"]
+        resolve_device(device)  # an unknown or absent device fails before anything trains
+        for folder in ("runs", "samples", "cache", "figures", "pairs", "cells"):
+            refuse_link(Path(out_dir) / folder, folder)
         with run_lock(out_dir, "report folder", remove_if_refused=False):  # one compare per folder: a second one is one line
+            task_of = make_tasks(config, out_dir, data_root, device, chosen, quiet=chosen["name"] != "local"
+                                 or chosen["jobs"] > 1)
             try:
-                comparison = run_comparison(config, out_dir, data_root, console, device)
+                records = run_sweep(cells, task_of, executor_for(chosen, out_dir, console), out_dir, console)
             except Interrupted as exc:  # compare has no --resume: it picks up where it stopped by itself
                 raise Interrupted(exc.step, exc.exit_code - 128, "run the same diffkit compare command again to "
-                                  "finish (finished runs and samples are reused)") from None
-            if comparison is None:  # not rank 0: its share of the work is done
+                                  "finish (finished cells are reused)", exc.message) from None
+            if not distributed.is_main():  # not rank 0: its share of the work is done
                 return
+            failures = [{"cell": c.id, "kind": c.kind, "name": c.name, "error": records[c.id].get("error", "")}
+                        for c in cells if records[c.id]["state"] == "failed"]
+            failed = {f["name"] for f in failures}
+            fresh = {c.name for c in cells if c.kind == "sample" and not records[c.id].get("earlier")
+                     and not records[c.id].get("reused")}
+            evaluator = evaluator_for(settings, data_root, device, console)
+            comparison = gather(settings, runs, pairs, out_dir, evaluator, failed, fresh, console)
+            comparison["failures"] = failures
             rows = [r for r in write_report(comparison) if not r["reference_row"]]
-        best = min(rows, key=lambda r: r["fid"])
-        console.print(f"[green]wrote[/] {escape(str(out_dir))}/report.html and report.md ({len(rows)} pairs; best FID "
-                      f"{best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['label'])})")
+        if rows:
+            best = min(rows, key=lambda r: r["fid"])
+            console.print(f"[green]wrote[/] {escape(str(out_dir))}/report.html and report.md ({len(rows)} pairs; best "
+                          f"FID {best['fid']:.2f} ± {best['fid_std']:.2f}: {escape(best['label'])})")
+        if failures:
+            raise DiffkitError(f"{len(failures)} of {len(cells)} cells failed (the report lists them; first: "
+                               f"{failures[0]['cell']}: {failures[0]['error']}); fix it and run the same command "
+                               f"to run only what is left")
 
 
 def restore_command(cli):

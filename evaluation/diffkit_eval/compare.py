@@ -7,6 +7,7 @@ Config (TOML):
     reference = "test"
     seed = 0                       # the sampling seed, the same for every pair
     seeds = [0, 1, 2]              # training seeds: each model is trained once per seed (default: its own seed)
+    budgets = [1400, 2800, 5600]   # training steps to score each model at, from checkpoints of one training
     dataset = "mnist"
     device = "auto"                # where training, sampling and scoring run (--device overrides it)
     features = ["classifier", "autoencoder"]   # the feature spaces: the first gives every metric, a second a FID
@@ -16,6 +17,7 @@ Config (TOML):
     name = "ddpm"                  # the run lives in REPORT_DIR/runs/<name>, other seeds in <name>-seed<k>
     preset = "coursework"          # optional; any RunConfig key overrides it
     seeds = [0, 1]                 # optional, this model's training seeds
+    budgets = [700, 1400]          # optional, this model's budgets (its steps become the largest)
     steps = 2000
     degradation_options = { T = 1000 }
     samplers = [{ name = "ddpm" }, { name = "ddim", steps = [10, 50], options = { eta = 0.0 } }]
@@ -27,18 +29,20 @@ Config (TOML):
     path = "external/ddpm-pytorch" # a folder of PNG/JPEG files or an .npy/.npz array, relative to this file
     range = "0,1"                  # optional: the pixel range of a float array that cannot tell
 
-Nothing is recomputed that was made from the same inputs: samples are reused when a hash of the run's
-weights, the sampler, its options and steps, the seed, N and the code (diffkit's and each component's version
-and source hash) matches the one they were saved with; features and scores are cached under a hash of the
-images, the versions of the feature spaces and the scoring code. An edited plugin therefore resamples the pairs
-that use it, and only those; the console and each pair's page say what was reused.
+Nothing is recomputed that was made from the same inputs: samples are reused when they were saved under the
+hash of their sampling cell (diffkit_eval.cells: the run's training settings, steps and plugin versions, the
+budget, the sampler, its options and steps, the seed, N and the source hashes of diffkit and the sampler's
+plugin); features and scores are cached under a hash of the images, the versions of the feature spaces and the
+scoring code. An edited plugin therefore resamples the pairs that use it, and only those; the console and each
+pair's page say what was reused.
+
+How the work is split into cells, run by an executor and resumed is in diffkit_eval.cells.
 """
 
 import dataclasses
 import hashlib
 import json
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,23 +50,21 @@ import torch
 from rich.markup import escape
 
 from diffkit import distributed
-from diffkit.atomic import refuse_link
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
-from diffkit.config import RunConfig, merge, preset
-from diffkit.device import resolve_device
+from diffkit.config import RunConfig, read_toml
 from diffkit.errors import DiffkitError
 from diffkit.generate import generate, load_samples, save_samples
 from diffkit.images import save_grid
-from diffkit.plugins import get_component, manager, provenance
-from diffkit.run import Run, resolve_config
+from diffkit.plugins import get_component, provenance
+from diffkit.run import Run, make_config, resolve_config
 from diffkit.trainer import read_log, train
 from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features
 from diffkit_eval.inputs import parse_range, read_images
-from diffkit_eval.metrics import MIN_SAMPLES, Estimate, fid, fid_statistics
+from diffkit_eval.metrics import MIN_SAMPLES, fid, fid_statistics
 
-SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "dataset": "mnist", "device": "auto",
-            "features": list(DEFAULT_FEATURES), "space_options": {}}
-MODEL_KEYS = {"name", "preset", "samplers", "seeds"}
+SETTINGS = {"samples": 10_000, "reference": "test", "seed": 0, "seeds": None, "budgets": None, "dataset": "mnist",
+            "device": "auto", "features": list(DEFAULT_FEATURES), "space_options": {}}
+MODEL_KEYS = {"name", "preset", "samplers", "seeds", "budgets"}
 IMPORTED_KEYS = {"name", "path", "range"}
 SAMPLER_KEYS = {"name", "steps", "options", "guidance"}
 
@@ -80,6 +82,7 @@ class Pair:
     source: Path | None = None  # an imported set's folder or array file ([[samples]]), scored as it is
     value_range: str | None = None  # its pixel range, when it is a float array that cannot tell
     guidance: float | None = None  # a conditional model's guidance scale w; None for an unconditional one
+    budget: int | None = None  # the training step whose checkpoint samples (budget curves); None: the last
 
     @property
     def options_text(self):
@@ -91,13 +94,16 @@ class Pair:
         if self.source is not None:
             return f"{self.model} (imported)"
         guided = "" if self.guidance is None else f" w={self.guidance:g}"
-        return f"{self.model} / {self.sampler}-{self.steps}{guided}" + (f" ({self.options_text})" if self.options else "")
+        budget = "" if self.budget is None else f" @{self.budget}"
+        return (f"{self.model}{budget} / {self.sampler}-{self.steps}{guided}"
+                + (f" ({self.options_text})" if self.options else ""))
 
     def slug(self, run=None):
         """File-name stem of the pair (of one seed's run, when given): options, when given, add a hash of themselves."""
         tag = hashlib.sha256(json.dumps(self.options, sort_keys=True).encode()).hexdigest()[:8] if self.options else ""
         guided = "" if self.guidance is None else f"-w{self.guidance:g}"
-        return f"{run or self.model}__{self.sampler}-{self.steps}{guided}" + (f"-{tag}" if tag else "")
+        budget = "" if self.budget is None else f"@{self.budget}"
+        return f"{run or self.model}{budget}__{self.sampler}-{self.steps}{guided}" + (f"-{tag}" if tag else "")
 
 
 def run_name(model, seed, own_seed):
@@ -125,6 +131,8 @@ def _check_settings(path, settings):
           f"{path}: dataset and device must be strings")
     if settings["seeds"] is not None:
         _check_seeds(path, "[compare]", settings["seeds"])
+    if settings["budgets"] is not None:
+        _check_budgets(path, "[compare]", settings["budgets"])
     try:
         settings["features"] = list(parse_features(settings["features"]))
     except DiffkitError as exc:
@@ -138,6 +146,12 @@ def _check_seeds(path, where, seeds):
     _need(isinstance(seeds, list) and seeds and all(_is_int(s) and 0 <= s < 2**32 for s in seeds)
           and len(set(seeds)) == len(seeds), f"{path}: {where} seeds must be a list of distinct integers in "
           f"0..{2**32 - 1}, like seeds = [0, 1, 2]")
+
+
+def _check_budgets(path, where, budgets):
+    _need(isinstance(budgets, list) and budgets and all(_is_int(b) and 1 <= b <= 10**9 for b in budgets)
+          and len(set(budgets)) == len(budgets), f"{path}: {where} budgets must be a list of distinct positive step "
+          f"counts, like budgets = [1400, 2800, 5600]")
 
 
 def _pairs(path, name, entry, config, runs):
@@ -163,8 +177,9 @@ def _pairs(path, name, entry, config, runs):
                     plan = run.plan(sampler, dict(options) if options else None, step, scale or 0.0)
                 except DiffkitError as exc:
                     raise DiffkitError(f"{path}: model {name!r}: {exc.message}") from None
-                pairs.append(Pair(name, plan.name, plan.steps, dict(options), runs,
-                                  guidance=None if scale is None else plan.guidance))
+                for budget in config.keep_steps or [None]:
+                    pairs.append(Pair(name, plan.name, plan.steps, dict(options), runs,
+                                      guidance=None if scale is None else plan.guidance, budget=budget))
     return pairs
 
 
@@ -197,13 +212,10 @@ def _imported(path, entry, taken):
 def read_config(path):
     """(settings, {run name: resolved RunConfig}, [Pair]) from a comparison TOML file, all checked: one
     run per model and training seed."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise DiffkitError(f"cannot read comparison config {path}: {exc}") from None
-    unknown = sorted(set(raw) - {"compare", "models", "samples"})
-    _need(not unknown, f"{path}: unknown section {unknown[0] if unknown else ''!r}; expected [compare], [[models]] "
-                       f"and [[samples]]")
+    raw = read_toml(path, "comparison config")
+    unknown = sorted(set(raw) - {"compare", "models", "samples", "executor"})
+    _need(not unknown, f"{path}: unknown section {unknown[0] if unknown else ''!r}; expected [compare], [[models]], "
+                       f"[[samples]] and [executor]")
     _need(isinstance(raw.get("compare", {}), dict), f"{path}: [compare] must be a table")
     settings = {**SETTINGS, **raw.get("compare", {})}
     _check_settings(path, settings)
@@ -216,11 +228,14 @@ def read_config(path):
         name = _name(path, "[[models]]", entry)
         _need(name not in models, f"{path}: model name {name!r} appears twice")
         _need(isinstance(entry.get("preset", ""), str), f"{path}: model {name!r}: preset must be a string")
-        base = preset(entry["preset"]) if "preset" in entry else {}
-        values = merge(base, {k: v for k, v in entry.items() if k not in MODEL_KEYS})
-        values.setdefault("dataset", settings["dataset"])
+        budgets = entry.get("budgets", settings["budgets"])
+        if budgets is not None:
+            _check_budgets(path, f"model {name!r}:", budgets)
+        values = {"dataset": settings["dataset"], **{k: v for k, v in entry.items() if k not in MODEL_KEYS}}
+        if budgets:
+            values.update(steps=max(budgets), keep_steps=sorted(budgets))
         try:
-            models[name] = resolve_config(RunConfig.from_dict(values))
+            models[name] = make_config(entry.get("preset"), **values)
         except DiffkitError as exc:
             raise DiffkitError(f"{path}: model {name!r}: {exc.message}") from None
         seeds = entry.get("seeds", settings["seeds"] or [models[name].seed])
@@ -234,14 +249,14 @@ def read_config(path):
         pairs.append(_imported(path, entry, set(models) | {p.model for p in pairs}))
     seen = {}
     for pair in pairs:
-        key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True), pair.guidance)
+        key = (pair.model, pair.sampler, pair.steps, json.dumps(pair.options, sort_keys=True), pair.guidance, pair.budget)
         _need(key not in seen, f"{path}: model {pair.model!r} lists {pair.sampler}-{pair.steps} twice with the same "
                                f"options and guidance")
         seen[key] = pair
     return settings, runs, pairs
 
 
-NOT_TRAINING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
+NOT_TRAINING = ("steps", "checkpoint_every", "keep_checkpoints", "keep_steps", "log_every", "sampler", "sampler_options", "sample_steps", "precision",
                 "compile")
 
 
@@ -275,22 +290,13 @@ def ensure_trained(name, config, run_dir, data_root, console, device):
         train(config, run_dir, data_root=data_root, device=device, console=console)
 
 
-def sampling_key(run, plan, n, seed):
-    """A hash of everything that decides a pair's samples."""
-    request = {"weights": run.weights_sha256, "sampler": plan.name, "options": plan.sampler.options.__dict__,
-               "steps": plan.steps, "n": n, "seed": seed, "code": run.code(plan.component),
-               **({"guidance": plan.guidance, "classes": "all"} if run.config.conditional else {})}
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def ensure_sampled(pair, run_dir, path, n, seed, console, device):
-    """(images, meta, labels) of one pair from one run, reused when the file holds samples of the same
-    `sampling_key`; a conditional run draws every class, balanced. Under torchrun every rank samples its share
+def ensure_sampled(pair, run_dir, path, n, seed, console, device, key):
+    """(images, meta, labels) of one pair from one run, reused when the file holds samples made under the same
+    `key` (its sampling cell's hash); a conditional run draws every class, balanced. Under torchrun every rank samples its share
     of the batches and rank 0 writes the files; the reverse path of the first samples is drawn beside them
     (PATH-path.png)."""
-    run = Run.load(run_dir, device)
+    run = Run.load(run_dir, device, step=pair.budget)
     plan = run.plan(pair.sampler, dict(pair.options) or None, pair.steps, pair.guidance or 0.0)
-    key = sampling_key(run, plan, n, seed)
     if path.exists():
         cached = load_samples(path)
         if cached.meta.get("cache_key") == key and path_strip(path).exists():
@@ -334,44 +340,29 @@ FLOOR, COPY = "floor", "copy"
 COPY_NOISE = 4.0
 
 
-def run_comparison(config_path, out_dir, data_root=None, console=None, device=None):
-    """Everything `diffkit compare` does; returns what the report needs (None on ranks other than 0,
-    which only train and sample)."""
-    from diffkit_eval.evaluate import Evaluator
-
-    settings, runs, pairs = read_config(config_path)
-    settings["device"] = device = device or settings["device"]
-    resolve_device(device)  # an unknown or absent device fails before anything trains
-    evaluator = Evaluator(settings["dataset"], settings["reference"], data_root, console, device,
-                          settings["features"], settings["space_options"]) if distributed.is_main() else None
-    imported = {pair.model: read_images(pair.source, settings["samples"], pair.value_range)
-                for pair in pairs if pair.source is not None}  # a bad file fails before anything trains
-    out_dir = Path(out_dir)
-    for folder in ("runs", "samples", "cache", "figures", "pairs"):
-        refuse_link(out_dir / folder, folder)
-    for name, config in runs.items():
-        ensure_trained(name, config, out_dir / "runs" / name, data_root, console, device)
+def gather(settings, runs, pairs, out_dir, evaluator, failed=(), fresh=(), console=None):
+    """What the report needs, from the cells' outputs on disk: each pair's samples and their cached scores
+    (scoring again only what no score cell left in the cache). A pair with a failed cell (`failed` holds
+    the slugs of the failed (pair, run)s) is left out of the tables; the report lists the failures. Samples
+    whose slug is not in `fresh` were made by an earlier command and say so."""
+    out_dir, cache = Path(out_dir), Path(out_dir) / "cache"
     n, seed = settings["samples"], settings["seed"]
-    sampled = [(pair, train_seed, run, *(imported_set(pair, *imported[pair.model]) if pair.source is not None else
-                                         ensure_sampled(pair, out_dir / "runs" / run,
-                                                        out_dir / "samples" / f"{pair.slug(run)}.npz", n, seed,
-                                                        console, device)))
-               for pair in pairs for train_seed, run in pair.runs]
-    if not distributed.is_main():
-        return None
-    cache = out_dir / "cache"
-    results = []
-    for pair, train_seed, run, images, meta, labels in sampled:
-        features, score, curve = evaluator.score_cached(images, meta, seed, cache, console=console, labels=labels)
-        results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
-                        "score": score, "curve": curve, "meta": meta, "labels": labels,
-                        "samples_path": None if pair.source else out_dir / "samples" / f"{pair.slug(run)}.npz"})
-        if pair.source is None:
-            manager().hook.log_metrics(run_dir=out_dir / "runs" / run, step=meta["training_step"], metrics={
-                f"eval/{pair.slug().split('__', 1)[1]}/{key}": entry.value
-                for key, entry in score["metrics"].items() if isinstance(entry, Estimate)})
-        seed_text = "" if train_seed is None else f" (training seed {train_seed})"
-        console.print(f"scored {escape(pair.label)}{seed_text}: FID {score['metrics']['fid']}")
+    results, kept = [], []
+    for pair in pairs:
+        if any(pair.slug(run) in failed for _, run in pair.runs):
+            continue
+        kept.append(pair)
+        for train_seed, run in pair.runs:
+            path = None if pair.source else out_dir / "samples" / f"{pair.slug(run)}.npz"
+            if pair.source:
+                images, meta, labels = imported_set(pair, *read_images(pair.source, n, pair.value_range))
+            else:
+                samples = load_samples(path)
+                images, labels = samples.images, samples.labels
+                meta = {**samples.meta, **({} if pair.slug(run) in fresh else {"reused": True})}
+            features, score, curve = evaluator.score_cached(images, meta, seed, cache, console=console, labels=labels)
+            results.append({"pair": pair, "train_seed": train_seed, "run": run, "images": images, "features": features,
+                            "score": score, "curve": curve, "meta": meta, "labels": labels, "samples_path": path})
     references = []
     for name, images, info, floor in reference_rows(evaluator, n, seed):
         features, score, curve = evaluator.score_cached(images, info, seed, cache, floor=floor, console=console)
@@ -379,8 +370,8 @@ def run_comparison(config_path, out_dir, data_root=None, console=None, device=No
                            "curve": curve})
     stats = [fid_statistics(r["features"]["features"]) for r in results]
     matrix = [[fid(a["features"]["features"], s) for s in stats] for a in results]
-    first = results[0]["score"] if results else {}
-    return {"settings": settings, "models": {k: v.to_dict() for k, v in runs.items()}, "pairs": pairs,
+    first = results[0]["score"] if results else references[0]["score"]
+    return {"settings": settings, "models": {k: v.to_dict() for k, v in runs.items()}, "pairs": kept,
             "results": results, "references": references, "fid_matrix": matrix, "out_dir": out_dir,
             "train_images": evaluator.train_images, "spaces": first.get("spaces", []),
             "classifier": first.get("classifier", {})}

@@ -7,6 +7,7 @@ second space gives a second FID. The class metrics always come from the dataset'
 memorisation figures from pixels.
 """
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -74,6 +75,18 @@ def build_space(name, dataset, options=None, device="cpu"):
 def describe_space(space):
     """What a report records of a space: its registered name, the version of its weights and what it knows."""
     return {"name": space.name, "version": space.version, **space.info}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Compute on one CPU thread: a multithreaded sum adds in another order, so a score's last digits would
+    depend on the cores of whichever executor ran it. Scores in the cache are the same from every executor."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Evaluator:
@@ -159,10 +172,11 @@ class Evaluator:
                 if console is not None:
                     console.print(f"[yellow]Warning: the score cache {escape(str(features_path.with_suffix('')))} is "
                                   f"unreadable; scoring again")
-        features = self.features(images)
-        score = self.score(images, meta, seed, features, floor=floor, labels=labels)
-        reference = (self.floor_references if floor else self.references)[0]
-        curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
+        with one_thread():
+            features = self.features(images)
+            score = self.score(images, meta, seed, features, floor=floor, labels=labels)
+            reference = (self.floor_references if floor else self.references)[0]
+            curve = size_curve(features["features"], reference, curve_sizes(len(images)), seed)
         with atomic_path(features_path) as tmp:
             save_file({k: v.contiguous() for k, v in features.items() if k != "images"}, tmp)
         write_text(score_path, json.dumps(plain({"score": {k: v for k, v in score.items() if k != "samples"},

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 
 from diffkit.atomic import atomic_path  # noqa: E402
@@ -179,6 +180,29 @@ def comparison_figures(comparison, rows, folder, logs):
         figure(folder / "guidance.png", against_guidance, size=(11, 4.2))
         made["guidance"] = "guidance.png"
 
+    curves = budget_curves(pairs)
+    if curves:
+        floor = next((r for r in rows if r["model"] == "floor"), None)
+
+        def against_budget(fig):
+            ax = fig.gca()
+            for (model, sampler), rs in curves.items():
+                ax.errorbar([r["training_images"] for r in rs], [r["fid"] for r in rs], [r["fid_std"] for r in rs],
+                            marker="o", capsize=2, label=f"{model} / {sampler}")
+            if floor:
+                ax.axhline(floor["fid"], color="black", linestyle="--", label="floor (real test images)")
+            ax.set(xlabel="training images (steps)", ylabel=in_space("FID"), xscale="log", yscale="log",
+                   title="FID against training budget (checkpoints of one training per model)")
+            ticks = sorted({(r["training_images"], r["budget"]) for rs in curves.values() for r in rs})
+            ax.set_xticks([t for t, _ in ticks], [f"{t:,}\n({b:,})" for t, b in ticks], minor=False)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.legend(fontsize=7)
+
+        figure(folder / "budgets.png", against_budget, size=(7, 4.4))
+        made["budgets"] = "budgets.png"
+
     sweeps = option_sweeps(pairs)
     if sweeps:
         def against_option(fig):
@@ -193,6 +217,15 @@ def comparison_figures(comparison, rows, folder, logs):
         figure(folder / "metrics-vs-option.png", against_option, size=(9, 3.6))
         made["option"] = "metrics-vs-option.png"
     return made
+
+
+def budget_curves(rows):
+    """{(model, sampler cell): rows sorted by budget} for pairs scored at several training budgets."""
+    groups = {}
+    for row in rows:
+        if row.get("budget") is not None:
+            groups.setdefault((row["model"], sampler_cell(row)), []).append(row)
+    return {k: sorted(v, key=lambda r: r["budget"]) for k, v in groups.items() if len(v) > 1}
 
 
 def guidance_sweeps(rows):

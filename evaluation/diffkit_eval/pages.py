@@ -252,11 +252,42 @@ def report_markdown(comparison, summary, made):
                          f"{r['precision']:.3f}", f"{r['recall']:.3f}"] for r in guided], numeric={1, 2, 3, 4, 5, 7, 8})
         lines += ["", f"![FID against conditioned accuracy as guidance grows, and precision and recall against w]"
                       f"(figures/{made['guidance']})", ""]
+    lines += budgets_markdown(summary["budgets"], made)
+    lines += failures_markdown(comparison.get("failures", []))
     lines += ["## Pairs", "", "Each pair's page shows its best and worst samples, their nearest training images, the "
               "class histogram, a reverse trajectory, its full config and provenance.", ""]
     for r in pairs:
         lines += [f"### {cell(page_link(r))}", "", f"![samples of {cell(r['label'])}](figures/{made['pairs'][r['slug']]['grid']})", ""]
     return "\n".join(lines)
+
+
+def budgets_markdown(budgets, made):
+    """The models ranked at each training budget, and whether the ranking at the last budget is the first's."""
+    if len(budgets) < 2:
+        return []
+    lines = ["## Training budgets", "",
+             "Each model's best pair at each budget (checkpoints of one training), best first; the verdict is against "
+             "that budget's best at level 0.05 (~: not distinguishable).", ""]
+    lines += table(["budget (steps)", "training images", "ranking (FID ± SE, verdict)"],
+                   [[b["budget"], b["training_images"], "; ".join(f"{m} {r['fid']:.3g} ± {r['fid_std']:.2g} ({v})"
+                                                                  for m, r, v in b["ranking"])] for b in budgets])
+    first, last = ([m for m, _, _ in b["ranking"]] for b in (budgets[0], budgets[-1]))
+    same = first == last
+    lines += ["", f"The ranking at {budgets[-1]['budget']} steps ({' > '.join(last)}, best first) "
+                  f"{'is the same as' if same else 'differs from'} the ranking at {budgets[0]['budget']} steps "
+                  f"({' > '.join(first)}).", ""]
+    if "budgets" in made:
+        lines += [f"![FID against training images, one curve per model, with the floor](figures/{made['budgets']})", ""]
+    return lines
+
+
+def failures_markdown(failures):
+    """The cells that failed: their one-line errors, and the pairs left out of the tables because of them."""
+    if not failures:
+        return []
+    lines = ["## Failed cells", "", "These cells failed; the pairs that need them are left out of every table above. "
+             "Fix the cause and run the same command: only what is left runs.", ""]
+    return lines + table(["cell", "kind", "error"], [[f["cell"], f["kind"], f["error"]] for f in failures]) + [""]
 
 
 def _test_authenticity(comparison):

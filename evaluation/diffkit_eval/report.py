@@ -56,6 +56,10 @@ def write_report(comparison):
     record = {"settings": comparison["settings"], "models": comparison["models"], "spaces": comparison["spaces"],
               "classifier": comparison["classifier"], "rows": rows, "verdicts": summary["verdicts"],
               "agreement": summary["agreement"], "fid_matrix": comparison["fid_matrix"],
+              "budgets": [{"budget": b["budget"], "training_images": b["training_images"],
+                           "ranking": [{"model": m, "fid": r["fid"], "verdict": v} for m, r, v in b["ranking"]]}
+                          for b in summary["budgets"]],
+              "failures": comparison.get("failures", []),
               "versions": {r["pair"].slug(r["run"]): r["meta"].get("versions", {}) for r in comparison["results"]}}
     write_text(out / "metrics.json", json.dumps(plain(record), indent=2))
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:

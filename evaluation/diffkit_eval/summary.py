@@ -71,7 +71,7 @@ def pair_row(pair, results):
     train_seconds = [r["meta"].get("train_seconds") for r in results]
     return _row([r["score"] for r in results], [r["curve"] for r in results],
                 model=pair.model, sampler=meta["sampler"], steps=meta["steps"], nfe=meta["nfe"],
-                options=pair.options_text, guidance=pair.guidance, label=pair.label, slug=pair.slug(), reference_row=False,
+                options=pair.options_text, guidance=pair.guidance, budget=pair.budget, label=pair.label, slug=pair.slug(), reference_row=False,
                 seeds=[r["train_seed"] for r in results if r["train_seed"] is not None], runs=[r["run"] for r in results],
                 imported=pair.source is not None,
                 training_images=meta.get("images_seen"),
@@ -84,7 +84,7 @@ def reference_row(reference):
     """A reference row (floor or copy), shaped like a pair's."""
     name = reference["name"]
     return _row([reference["score"]], [reference["curve"]],
-                model=name, sampler="-", steps=0, nfe=0, options="", guidance=None, slug=name,
+                model=name, sampler="-", steps=0, nfe=0, options="", guidance=None, budget=None, slug=name,
                 label=f"{name} ({reference['info']['what']})", reference_row=True, seeds=[], runs=[], imported=False,
                 training_images=None, training_seconds=None, sampling_seconds=None, seconds_per_1000=None,
                 sampler_options={})
@@ -169,6 +169,24 @@ def floor_at(floor, n):
     return float(intercept + slope / n)
 
 
+def budget_rankings(rows):
+    """[{"budget", "training_images", "ranking": [(model, row, verdict against the budget's best)]}] for pairs
+    scored at several training budgets: each model's best pair at each budget, best first."""
+    budgets = sorted({r["budget"] for r in rows if not r["reference_row"] and r.get("budget") is not None})
+    found = []
+    for budget in budgets:
+        best_of = {}
+        for row in rows:
+            if row.get("budget") == budget and not row["reference_row"]:
+                if row["model"] not in best_of or row["fid"] < best_of[row["model"]]["fid"]:
+                    best_of[row["model"]] = row
+        ranked = sorted(best_of.values(), key=lambda r: r["fid"])
+        found.append({"budget": budget, "training_images": ranked[0]["training_images"],
+                      "ranking": [(r["model"], r, "best" if r is ranked[0] else verdict(r, ranked[0])[0])
+                                  for r in ranked]})
+    return found
+
+
 def summarise(comparison):
     """{"rows", "verdicts", "agreement", "seeded"} for the report; rows are the pairs, then the references."""
     rows = [pair_row(pair, [r for r in comparison["results"] if r["pair"] is pair]) for pair in comparison["pairs"]]
@@ -189,4 +207,4 @@ def summarise(comparison):
         row["fid_above_best_std"] = math.hypot(row["fid_std"], best["fid_std"])
     verdicts = [[verdict(a, b) if a is not b else None for b in rows] for a in rows]
     return {"rows": rows + references, "verdicts": verdicts, "agreement": rank_agreement(rows),
-            "seeded": any(len(r["seeds"]) > 1 for r in rows)}
+            "seeded": any(len(r["seeds"]) > 1 for r in rows), "budgets": budget_rankings(rows)}
