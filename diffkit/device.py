@@ -69,7 +69,7 @@ def grad_scaler(device, precision):
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-class Precise(torch.nn.Module):
+class AutocastNetwork(torch.nn.Module):
     """A network called under autocast, returning float32: what samplers and losses see.
 
     Only wraps; the wrapped network's state_dict is saved, never this one's."""

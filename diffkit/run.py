@@ -18,7 +18,7 @@ import torch
 from diffkit import __version__, draws
 from diffkit.checkpoint import load_checkpoint, sampling_sha256, unpack
 from diffkit.config import RunConfig, merge, preset as load_preset
-from diffkit.device import Precise, resolve_device, resolve_precision
+from diffkit.device import AutocastNetwork, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.options import options_dict, parse_options, split_assignments
 from diffkit.plugins import get_component, provenance, source_sha256
@@ -208,7 +208,7 @@ class Run:
     @property
     def model(self):
         """The network as samplers and losses call it: under autocast, returning float32."""
-        return Precise(self.network, self.device, self.precision)
+        return AutocastNetwork(self.network, self.device, self.precision)
 
     def plan(self, sampler=None, options=None, steps=None, guidance=0.0):
         """Resolve a sampling request once: the run's own sampler (with its options and steps) unless another

@@ -28,7 +28,7 @@ from diffkit.checkpoint import (flatten_optimizer, has_checkpoint, load_checkpoi
 from diffkit.config import RunConfig
 from diffkit.data import load_images, load_labels, to_model_range
 from diffkit.degradation import labels_for
-from diffkit.device import Precise, grad_scaler, resolve_device, resolve_precision
+from diffkit.device import AutocastNetwork, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import manager
 from diffkit.run import Run, resolve_config
@@ -171,7 +171,7 @@ class TrainLoop:
             trained = DistributedDataParallel(trained, device_ids=[self.run.device.index] if self.run.device.type == "cuda" else None)
         if compile:
             trained = torch.compile(trained)
-        self.model = Precise(trained, self.run.device, precision)
+        self.model = AutocastNetwork(trained, self.run.device, precision)
 
     def _restore(self, tensors, state):
         """Network, EMA, optimizer, scaler, prior, step and seconds from a checkpoint, or one line naming what in

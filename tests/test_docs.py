@@ -4,6 +4,7 @@ import re
 import types
 from pathlib import Path
 
+import click
 import pytest
 
 from diffkit import hookspecs
@@ -144,6 +145,48 @@ def test_the_readmes_code_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s.npz").exists() and (tmp_path / "runs" / "cond" / "config.json").exists()
     for block in re.findall(r"```toml\n(.*?)```", readme, re.S):
         tomllib.loads(block)
+
+
+def diffkit_commands(text):
+    """The argument lists of every `diffkit` command in a text's bash blocks (after `&&`, through torchrun or
+    .venv/bin too); commands elided with `...` are left out."""
+    import shlex
+
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("#")[0].split("&&"):
+                words = shlex.split(part)
+                if "-m" in words and "diffkit" in words:  # torchrun ... -m diffkit ARGS
+                    words = words[words.index("-m") + 1:]
+                if words and words[0].endswith("diffkit") and "..." not in words:
+                    found.append(words[1:])
+    return found
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/report.md", "docs/plugins.md"])
+def test_every_diffkit_command_in_the_docs_parses(page):
+    """Each command line the docs show names real commands and options with valid values (parsed by the CLI
+    itself, not run: many take minutes)."""
+    from diffkit.cli import cli
+
+    commands = diffkit_commands((ROOT / page).read_text())
+    assert commands
+    for args in commands:
+        parse(cli, args)
+    with pytest.raises(click.UsageError, match="No such option '--colour'"):
+        parse(cli, ["train", "--preset", "quick", "--colour", "red", "--out", "run"])
+
+
+def parse(cli, args):
+    """Parse a `diffkit` argument list down to its command, as the CLI would, without running it."""
+    ctx, command, rest = click.Context(cli, info_name="diffkit"), cli, list(args)
+    while isinstance(command, click.Group):
+        name, rest = rest[0], rest[1:]
+        command = command.get_command(ctx, name)
+        assert command is not None, f"no command {name!r} in {args}"
+        ctx = click.Context(command, info_name=name, parent=ctx)
+    command.make_context(ctx.info_name, rest, parent=ctx.parent)
 
 
 def test_the_readme_is_read_in_a_few_screens():

@@ -226,7 +226,7 @@ def register_samplers(register):
     result = invoke(CliRunner(), "compare", config, "--out", report)
     assert result.exit_code == 0, result.output
     compact = "".join(result.output.split())  # rich wraps long paths anywhere
-    assert "samples/m__direct-1.npz(thesameweights,sampler,seedandcode)" in compact
+    assert "reusing5finishedcell(s)of7" in compact and ";2torun" in compact  # the edited pair's sample and score
     assert "sampleedited×1" in compact and "sampledirect" not in compact and "m__edited-1.npz(the" not in compact
     pages = {p.stem: p.read_text() for p in (report / "pairs").glob("*.md")}
     assert '"samples_reused": true' in pages["m__direct-1"] and '"samples_reused": false' in pages["m__edited-1"]

@@ -28,7 +28,7 @@ from diffkit.plugins import get_component, provenance, source_sha256
 
 from diffkit_eval.features import extract, images_hash
 from diffkit_eval.metrics import (MIN_SAMPLES, class_scores, conditional_scores, fid_bootstrap, fid_statistics,
-                                  from_plain, memorisation, plain, size_curve, space_metrics, value)
+                                  from_plain, memorisation, plain, size_curve, space_metrics, estimate)
 from diffkit_eval.reference import memorisation_reference, reference_statistics, space_reference
 
 DEFAULT_FEATURES = ("classifier", "autoencoder")
@@ -95,7 +95,7 @@ class Evaluator:
     The floor is the reference split in two fixed halves, its even-numbered images scored against the
     statistics of its odd-numbered ones: it depends on nothing but the split (the official test split by
     default). Interleaved, not first against second half: MNIST's test split puts its cleaner writers first,
-    and its halves score FID 21 against each other where interleaved halves score 2."""
+    and its halves score far apart where interleaved halves score near zero (docs/benchmarks.md, the floor)."""
 
     def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu",
                  features=DEFAULT_FEATURES, space_options=None):
@@ -136,7 +136,8 @@ class Evaluator:
     def floor_images(self, n):
         """The floor's images: n of the reference split's even-numbered images (at most half the split), in a
         fixed random order (seed 0): not the first n, since MNIST's test split puts one population of writers
-        first (its first 1,000 even-numbered digits score FID 8.3 against the odd half; 1,000 drawn at random, 4)."""
+        first, and its first 1,000 even-numbered digits score more than twice as far from the odd half as 1,000
+        drawn at random."""
         even = self.images[0::2]
         return even[torch.randperm(len(even), generator=torch.Generator().manual_seed(0))[:n]]
 
@@ -151,7 +152,7 @@ class Evaluator:
 
     def fid(self, images, seed=0):
         """FID in the primary space alone (bootstrap std), for tables that need no full scorecard."""
-        return value(*fid_bootstrap(extract(self.spaces[0], images)["features"], self.references[0], seed), len(images))
+        return estimate(*fid_bootstrap(extract(self.spaces[0], images)["features"], self.references[0], seed), len(images))
 
     def score_cached(self, images, meta, seed, folder, floor=False, console=None, labels=None):
         """(features, score, FID-against-N curve) of one image set, cached in `folder` under a hash of the images
@@ -191,7 +192,7 @@ class Evaluator:
         refs = self.floor_references if floor else self.references
         metrics = space_metrics(gen["features"], refs[0], seed)
         if "second" in gen:
-            metrics["fid_second"] = value(*fid_bootstrap(gen["second"], refs[1], seed), len(images))
+            metrics["fid_second"] = estimate(*fid_bootstrap(gen["second"], refs[1], seed), len(images))
         metrics.update(class_scores(gen["logits"], seed))
         metrics.update(memorisation(images, self.train_images, self.memory["test_nn"], self.memory["train_nn"],
                                     self.memory["test_authenticity"]))

@@ -37,7 +37,8 @@ class Estimate:
         return f"{self.value:.4g} ± {self.std:.2g}"
 
 
-def value(mean, std, n):
+def estimate(mean, std, n):
+    """An Estimate from a mean, its standard error and the number of samples behind it."""
     return Estimate(float(mean), float(std), int(n))
 
 
@@ -172,10 +173,10 @@ def neighbourhood_metrics(gen, ref, ref_radius_pr, ref_radius_dc):
     precision, recall = torch.cat(in_ref_ball).double().mean(), in_gen_ball.double().mean()
     per_sample = torch.cat(dc_count).double() / DC_K
     coverage = covered.double().mean()
-    return {"precision": value(precision, binomial_se(precision, n), n),
-            "recall": value(recall, binomial_se(recall, m), n),
-            "density": value(per_sample.mean(), per_sample.std() / math.sqrt(n), n),
-            "coverage": value(coverage, binomial_se(coverage, m), n)}
+    return {"precision": estimate(precision, binomial_se(precision, n), n),
+            "recall": estimate(recall, binomial_se(recall, m), n),
+            "density": estimate(per_sample.mean(), per_sample.std() / math.sqrt(n), n),
+            "coverage": estimate(coverage, binomial_se(coverage, m), n)}
 
 
 def binomial_se(p, n):
@@ -198,10 +199,10 @@ def class_scores(logits, seed=0):
     boot = [entropy(labels[torch.randint(0, n, (n,), generator=g)]) for _ in range(BOOTSTRAP_ROUNDS)]
     h, confidence = entropy(labels), probs.max(dim=1).values
     return {
-        "inception_score": value(isc["inception_score_mean"], isc["inception_score_std"], n),
-        "class_entropy": value(h, np.std(boot), n),
-        "class_kl_uniform": value(math.log(10) - h, np.std(boot), n),
-        "mean_confidence": value(confidence.mean(), confidence.std() / math.sqrt(n), n),
+        "inception_score": estimate(isc["inception_score_mean"], isc["inception_score_std"], n),
+        "class_entropy": estimate(h, np.std(boot), n),
+        "class_kl_uniform": estimate(math.log(10) - h, np.std(boot), n),
+        "mean_confidence": estimate(confidence.mean(), confidence.std() / math.sqrt(n), n),
         "class_histogram": torch.bincount(labels, minlength=10).tolist(),
     }
 
@@ -217,14 +218,14 @@ def conditional_scores(logits, features, labels, class_references):
     if n == 0:
         return {}
     accuracy = (logits[asked].argmax(dim=1) == labels[asked]).double().mean()
-    scores = {"conditioned_accuracy": value(accuracy, binomial_se(accuracy, n), n)}
+    scores = {"conditioned_accuracy": estimate(accuracy, binomial_se(accuracy, n), n)}
     per_class = {int(c): fid(features[labels == c], class_references[int(c)])
                  for c in labels[asked].unique() if int((labels == c).sum()) >= MIN_SAMPLES}
     if per_class:
         values = torch.tensor(list(per_class.values()), dtype=torch.float64)
         spread = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
         worst = max(per_class, key=per_class.get)
-        scores["class_fid"] = value(values.mean(), spread, n)
+        scores["class_fid"] = estimate(values.mean(), spread, n)
         scores["class_fid_worst"] = {"class": worst, "fid": per_class[worst]}
     return scores
 
@@ -282,9 +283,9 @@ def memorisation(gen_images, train_images, test_nn, train_nn, test_authenticity)
     boot = [d[torch.randint(0, len(d), (len(d),), generator=g)].median().item() / test_nn.median().item()
             for _ in range(BOOTSTRAP_ROUNDS)]
     near = (d < threshold).double().mean()
-    return {"nn_distance_ratio": value(ratio, np.std(boot), len(d)),
-            "near_copies": value(near, binomial_se(near, len(d)), len(d)),
-            "authenticity": value(authentic, binomial_se(authentic, len(d)), len(d)),
+    return {"nn_distance_ratio": estimate(ratio, np.std(boot), len(d)),
+            "near_copies": estimate(near, binomial_se(near, len(d)), len(d)),
+            "authenticity": estimate(authentic, binomial_se(authentic, len(d)), len(d)),
             "sample_nn_distance_median": float(d.median()), "test_nn_distance_median": float(test_nn.median()),
             "test_authenticity": float(test_authenticity)}
 
@@ -305,7 +306,7 @@ def size_curve(features, ref, sizes, seed=0, draws=3):
             coverage = neighbourhood_metrics(knn_space(sub), *knn_reference(ref, size, seed))["coverage"].value
             rounds.append((fid(sub, ref), kid_mean, coverage))
         spread = np.std(rounds, axis=0) if len(rounds) > 1 else [math.nan] * 3
-        curve[size] = {key: value(np.mean([r[i] for r in rounds]), spread[i], size)
+        curve[size] = {key: estimate(np.mean([r[i] for r in rounds]), spread[i], size)
                        for i, key in enumerate(("fid", "kid", "coverage"))}
     return curve
 
@@ -326,7 +327,7 @@ def fid_infinity(curve):
         residual = y - A @ coef
         sigma2 = residual @ residual / (len(sizes) - 2)
         std = math.sqrt(sigma2 * np.linalg.inv(A.T @ A)[0, 0])
-    return value(coef[0], std, sizes[-1])
+    return estimate(coef[0], std, sizes[-1])
 
 
 def vendi_score(features, seed=0):
@@ -342,7 +343,7 @@ def vendi_score(features, seed=0):
 
     g = torch.Generator().manual_seed(seed)
     boot = [vendi(x[torch.randint(0, len(x), (len(x),), generator=g)]) for _ in range(BOOTSTRAP_ROUNDS)]
-    return value(vendi(x), np.std(boot), len(x))
+    return estimate(vendi(x), np.std(boot), len(x))
 
 
 def space_metrics(features, ref, seed=0):
@@ -354,8 +355,8 @@ def space_metrics(features, ref, seed=0):
     fid_value, fid_std = fid_bootstrap(features, ref, seed)
     kid_mean, kid_std = kid(features, ref["features"], min(1000, n, m), seed)
     return {
-        "fid": value(fid_value, fid_std, n),
-        "kid": value(kid_mean, kid_std, n),
+        "fid": estimate(fid_value, fid_std, n),
+        "kid": estimate(kid_mean, kid_std, n),
         **neighbourhood_metrics(knn_space(features), *knn_reference(ref, n, seed)),
         "vendi": vendi_score(features, seed),
     }

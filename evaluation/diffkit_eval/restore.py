@@ -10,7 +10,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from diffkit import draws
 from diffkit.data import load_images, to_model_range, to_uint8
 from diffkit.denoiser import Denoiser
-from diffkit_eval.metrics import value
+from diffkit_eval.metrics import estimate
 
 
 def restoration_metrics(restored, originals):
@@ -19,7 +19,7 @@ def restoration_metrics(restored, originals):
     rmse = (a - b).pow(2).mean(dim=(1, 2, 3)).sqrt()
     ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
     n = len(a)
-    return {"rmse": value(rmse.mean(), rmse.std() / n**0.5, n), "ssim": value(ssim.mean(), ssim.std() / n**0.5, n)}
+    return {"rmse": estimate(rmse.mean(), rmse.std() / n**0.5, n), "ssim": estimate(ssim.mean(), ssim.std() / n**0.5, n)}
 
 
 @torch.no_grad()

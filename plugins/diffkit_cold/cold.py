@@ -14,20 +14,20 @@ from diffkit.prior import fit_mixture, sample_mixture
 PRIOR_FIT_IMAGES = 10_000
 
 
-def helped(default, text):
+def option(default, text):
     """A dataclass field whose help `diffkit list` shows."""
     return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class ColdOptions:
-    T: int = helped(20, "degradation steps")
-    noise: float = helped(0.0, "std of the Gaussian noise D adds at T, growing linearly from 0")
-    prior_resolution: int = helped(1, "the prior models x_T pooled to r×r (or its top r² principal components)")
-    prior_features: Literal["pool", "pca"] = helped("pool", "what the prior's mixture is fitted to")
-    prior_components: int = helped(10, "Gaussian-mixture components of the prior")
-    prior_noise: float = helped(0.0, "std of extra noise on prior draws")
-    loss: Literal["l1", "l2"] = helped("l1", "x̂0 loss: l1 (the paper's) learns the median, l2 the mean, "
+    T: int = option(20, "degradation steps")
+    noise: float = option(0.0, "std of the Gaussian noise D adds at T, growing linearly from 0")
+    prior_resolution: int = option(1, "the prior models x_T pooled to r×r (or its top r² principal components)")
+    prior_features: Literal["pool", "pca"] = option("pool", "what the prior's mixture is fitted to")
+    prior_components: int = option(10, "Gaussian-mixture components of the prior")
+    prior_noise: float = option(0.0, "std of extra noise on prior draws")
+    loss: Literal["l1", "l2"] = option("l1", "x̂0 loss: l1 (the paper's) learns the median, l2 the mean, "
                                              "which sampling needs when D adds noise")
 
     def __post_init__(self):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from diffkit import draws
 from diffkit.degradation import per_sample
-from diffkit_cold.cold import ColdDegradation, ColdOptions, helped
+from diffkit_cold.cold import ColdDegradation, ColdOptions, option
 
 
 @dataclass
@@ -77,16 +77,16 @@ class Blur(ColdDegradation):
 @dataclass
 class MaskOptions(ColdOptions):
     """Defaults from bench/mask-sweep.toml: a soft hole that removes 5% of a pixel per step over T = 100 steps,
-    noise growing to std 1 at T and a squared-error x̂0 (FID 33.9 against the quick DDPM's 23.3 at N = 1,000).
+    noise growing to std 1 at T and a squared-error x̂0 (its scores: docs/benchmarks.md).
     A softer hole spreads the centre's fading over more steps, so the sampler draws the digit's centre in many
     small jumps instead of a few large ones; at T = 50 the same strength leaves the digit visible at T. The
     paper's hard, noiseless mask (T = 50) is the `paper-mask` preset."""
 
     T: int = 100
     centre: Literal["fixed", "random"] = "fixed"
-    spread: float = helped(1.0, "the hole's radius at step i is spread·i·size/T")
-    strength: float = helped(0.05, "share of a pixel each step's hole removes at its centre (1: the paper's hard hole)")
-    fill: float = helped(-1.0, "value the hole shows (-1: MNIST's black background)")
+    spread: float = option(1.0, "the hole's radius at step i is spread·i·size/T")
+    strength: float = option(0.05, "share of a pixel each step's hole removes at its centre (1: the paper's hard hole)")
+    fill: float = option(-1.0, "value the hole shows (-1: MNIST's black background)")
     prior_noise: float = 0.1
     noise: float = 1.0
     loss: Literal["l1", "l2"] = "l2"
