@@ -114,7 +114,7 @@ def compare_command(cli):
         and writes the report."""
         from diffkit.atomic import refuse_link
         from diffkit.device import resolve_device
-        from diffkit_eval.cells import evaluator_for, plan, plan_table, status_table
+        from diffkit_eval.cells import evaluator_for, is_done, plan, plan_table, status_table
         from diffkit_eval.compare import gather, read_config
         from diffkit_eval.executors import executor_for, executor_settings, make_tasks, run_sweep
         from diffkit_eval.report import write_report
@@ -133,10 +133,10 @@ def compare_command(cli):
         for folder in ("runs", "samples", "cache", "figures", "pairs", "cells"):
             refuse_link(Path(out_dir) / folder, folder)
         with run_lock(out_dir, "report folder", remove_if_refused=False):  # one compare per folder: a second one is one line
-            task_of = make_tasks(config, out_dir, data_root, device, chosen, quiet=chosen["name"] != "local"
-                                 or chosen["jobs"] > 1)
+            runner = executor_for(chosen, out_dir, console, sum(not is_done(out_dir, c) for c in cells))
+            task_of = make_tasks(config, out_dir, data_root, device, chosen, runner)
             try:
-                records = run_sweep(cells, task_of, executor_for(chosen, out_dir, console), out_dir, console)
+                records = run_sweep(cells, task_of, runner, out_dir, console)
             except Interrupted as exc:  # compare has no --resume: it picks up where it stopped by itself
                 raise Interrupted(exc.step, exc.exit_code - 128, "run the same diffkit compare command again to "
                                   "finish (finished cells are reused)", exc.message) from None

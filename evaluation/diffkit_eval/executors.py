@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -116,18 +117,26 @@ class LocalPool:
     live = True
     stagewise = False
 
-    def __init__(self, jobs):
-        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+    def __init__(self, jobs, threads):
+        self.jobs, self.threads = jobs, threads
+        self._start()
+
+    def _start(self):
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(self.threads)  # read by the workers' OpenMP when they start
-        self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_limit_threads,
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=_limit_threads,
                                         initargs=(self.threads,))
-        for _ in self.pool.map(int, range(jobs)):  # start the workers now, while the variable is set
+        for _ in self.pool.map(int, range(self.jobs)):  # start the workers now, while the variable is set
             pass
         os.environ.pop("OMP_NUM_THREADS") if saved is None else os.environ.update(OMP_NUM_THREADS=saved)
 
     def submit(self, tasks):
-        return [self.pool.submit(execute, task) for task in tasks]
+        try:
+            return [self.pool.submit(execute, task) for task in tasks]
+        except BrokenProcessPool:  # a worker was killed (out of memory, say): its cell failed, the rest go on
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._start()
+            return [self.pool.submit(execute, task) for task in tasks]
 
     def stop(self, signum):
         for process in list(self.pool._processes.values()):  # noqa: SLF001 - the pool exposes no other way
@@ -225,12 +234,21 @@ class RayHandle:
         return self.ray.get(self.ref)
 
 
-def executor_for(settings, out_dir, console):
+def executor_for(settings, out_dir, console, cells_to_run):
+    """The executor of `settings`; a local pool starts no more workers than there are cells to run."""
     if settings["name"] == "slurm":
         return Slurm(settings, out_dir)
     if settings["name"] == "ray":
         return Ray(settings)
-    return LocalPool(settings["jobs"]) if settings["jobs"] > 1 else Inline(console)
+    jobs = min(settings["jobs"], max(1, cells_to_run))
+    return LocalPool(jobs, threads_per_cell(settings)) if jobs > 1 else Inline(console)
+
+
+def threads_per_cell(settings):
+    """torch's CPU threads in one cell: the cores split between local jobs, a cell's `cpus` on a cluster."""
+    if settings["name"] != "local":
+        return settings["cpus"]
+    return max(1, (os.cpu_count() or 1) // settings["jobs"]) if settings["jobs"] > 1 else None
 
 
 def run_sweep(cells, task_of, executor, out_dir, console):
@@ -319,10 +337,10 @@ def _result(handle):
         return {"state": "failed", "error": f"{type(exc).__name__}: {first}"[:300]}
 
 
-def make_tasks(config, out_dir, data_root, device, settings, quiet):
-    """The Task of a cell, as every executor submits it."""
-    threads = settings["cpus"] if settings["name"] != "local" else (
-        max(1, (os.cpu_count() or 1) // settings["jobs"]) if settings["jobs"] > 1 else None)
+def make_tasks(config, out_dir, data_root, device, settings, executor):
+    """The Task of a cell, as `executor` runs it: in this process with its console and threads, or elsewhere
+    with the cell's threads and its output in cells/<id>.log."""
+    threads, quiet = (None, False) if isinstance(executor, Inline) else (threads_per_cell(settings), True)
 
     def task_of(cell):
         return Task(str(Path(config).resolve()), str(Path(out_dir).resolve()), cell.id,
