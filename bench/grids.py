@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from diffkit.generate import load_samples  # noqa: E402
+from diffkit.samples import load_samples  # noqa: E402
 
 
 def tile(images, per_row):

@@ -17,7 +17,7 @@ import torch
 
 from diffkit.config import RunConfig
 from diffkit.errors import DiffkitError
-from diffkit.generate import Samples
+from diffkit.samples import Samples
 from diffkit.run import Run, make_config
 
 

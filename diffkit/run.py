@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from diffkit import __version__, draws
+from diffkit import __version__, distributed, draws
 from diffkit.checkpoint import load_checkpoint, sampling_sha256, unpack
 from diffkit.config import RunConfig, merge, preset as load_preset
 from diffkit.device import AutocastNetwork, resolve_device, resolve_precision
@@ -256,17 +256,78 @@ class Run:
         return draws.seeded(seed, index)
 
     def sample(self, n, sampler=None, options=None, steps=None, seed=0, batch_size=256, trajectory=0, console=None,
-               classes=None, guidance=0.0):
-        """n samples (from prior draws only) as `Samples`: uint8 images, meta, labels, optional trajectory.
+               classes=None, guidance=0.0, plan=None):
+        """n samples (from prior draws only) as `Samples`: uint8 images, meta, labels, and the reverse path of the
+        first `trajectory` images. `plan` (from `plan`) stands for sampler, options, steps and guidance.
 
-        A conditional run draws `classes` (see `labels`; default all ten, balanced) with guidance scale w."""
-        from diffkit.generate import check_count, generate
+        A conditional run draws `classes` (see `labels`; default all ten, balanced) with guidance scale w. Batch i
+        draws from the generator of (seed, i) alone, so under torchrun each rank samples every world_size-th batch
+        and the gathered result is the same, bit for bit, as one process's."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from diffkit.samples import MAX_BATCH, Samples, check_count, class_counts
 
         check_count(n)
-        plan, labels = self.plan(sampler, options, steps, guidance), self.labels(n, classes)
-        if guidance and labels is not None and bool((labels == self.network.classes).all()):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+            raise DiffkitError(f"--batch-size must be a positive integer up to {MAX_BATCH:,}, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise DiffkitError(f"--seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
+        plan, labels = plan or self.plan(sampler, options, steps, guidance), self.labels(n, classes)
+        if plan.guidance and labels is not None and bool((labels == self.network.classes).all()):
             raise DiffkitError("--guidance needs classes to guide towards; --classes none draws unconditionally")
-        return generate(self, n, plan, seed, batch_size, trajectory, console, labels)
+        shape = (self.network.channels, self.network.image_size, self.network.image_size)
+        starts = list(range(0, n, batch_size))
+        sizes = [min(batch_size, n - i) for i in starts]
+        mine = list(range(distributed.rank(), len(sizes), distributed.world_size()))
+        done, path = {}, None
+        columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
+            task = progress.add_task("sample", total=len(mine) * plan.jumps)  # on_step comes once a jump
+            for index in mine:
+                batch_labels = None if labels is None else labels[starts[index]:starts[index] + sizes[index]]
+                done[index], batch_path = self._sample_batch(plan, index, sizes[index], shape, seed, batch_labels,
+                                                             trajectory, lambda: progress.advance(task))
+                path = batch_path or path
+        for part in distributed.gather(done):
+            done.update(part)
+        path = distributed.gather(path)[0]  # batch 0 is rank 0's
+        meta = {
+            "n": n, "seed": seed, "batch_size": batch_size,
+            "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
+            "steps": plan.steps, "jumps": plan.jumps, "nfe": plan.nfe,
+            **({"classes": class_counts(labels, self.network.classes), "guidance": plan.guidance}
+               if labels is not None else {}),
+            "device": str(self.device), "precision": self.precision, "world_size": distributed.world_size(),
+            "training_step": self.step, "weights_sha256": self.weights_sha256, "config": self.config.to_dict(),
+            "versions": self.versions(plan.component),
+        }
+        return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, path, labels)
+
+    def _sample_batch(self, plan, index, size, shape, seed, labels, trajectory, on_step):
+        """Batch `index`: uint8 images on the CPU, and the reverse path of its first `trajectory` images when it
+        is batch 0 (else None)."""
+        from diffkit.data import to_uint8  # torchvision: imported when a command samples, not at start-up
+        from diffkit.degradation import labels_for
+        from diffkit.denoiser import Denoiser
+
+        generator = self.generator(seed, index)
+        prior = self.degradation.sample_prior
+        x_T = prior(size, shape, generator, **labels_for(prior, labels)).to(self.device)
+        params = draws.to_device(self.degradation.draw_params(size, generator), self.device)
+        want_path = index == 0 and trajectory > 0
+        denoiser = Denoiser(self.model, self.degradation, None if labels is None else labels.to(self.device),
+                            plan.guidance, self.network.classes)
+        result = plan.sampler.sample(denoiser, x_T, plan.steps, generator, trajectory=want_path, on_step=on_step,
+                                     params=params)
+        if want_path:
+            result, path = result
+        if not torch.isfinite(result).all():
+            raise DiffkitError(f"sampler {plan.name!r} produced non-finite images in batch {index}: the network or "
+                               f"the sampler diverged; try another sampler or more --steps")
+        if want_path:
+            return to_uint8(result).cpu(), [to_uint8(x[:trajectory]).cpu() for x in path]
+        return to_uint8(result).cpu(), None
 
     def code(self, *extra):
         """The code that decides this run's outputs: diffkit's version and source hash, and each component's

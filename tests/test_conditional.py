@@ -78,7 +78,6 @@ def test_guidance_is_cond_plus_w_times_cond_minus_uncond_in_one_batched_call():
 @pytest.mark.parametrize("degradation, sampler", [("gaussian", "heun"), ("gaussian", "dpm++2m"), ("flow", "euler"),
                                                   ("blur", "cold-heun"), ("pixelate", "cold"), ("blur", "direct")])
 def test_a_guided_step_costs_two_evaluations_and_the_plan_says_so(degradation, sampler, monkeypatch):
-    from diffkit.generate import generate
     from diffkit.run import Run, make_config
 
     run = Run.build(make_config(degradation=degradation, network="cnn", conditional=True,
@@ -90,7 +89,7 @@ def test_a_guided_step_costs_two_evaluations_and_the_plan_says_so(degradation, s
     for guidance in (0.0, 1.5):
         plan = run.plan(sampler, steps=4, guidance=guidance)
         recorder.batches.clear()
-        samples = generate(run, 5, plan, labels=run.labels(5, "3,7"))
+        samples = run.sample(5, plan=plan, classes="3,7")
         assert sum(recorder.batches) == 5 * plan.nfe, (guidance, recorder.batches)
         assert samples.meta["guidance"] == guidance and samples.meta["classes"] == {"3": 3, "7": 2}
     assert plan.nfe == 2 * run.plan(sampler, steps=4).nfe

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from diffkit.data import load_images, to_model_range, to_uint8
-from diffkit.generate import load_samples
+from diffkit.samples import load_samples
 from diffkit_cold.degradations import Blur, BlurOptions
 from diffkit_eval.evaluate import Evaluator
 from diffkit_eval.metrics import Estimate

@@ -225,7 +225,7 @@ def run_cell(cell, settings, runs, pairs, out_dir, data_root, device, console):
         images, meta, labels = compare.imported_set(pair, *read_images(pair.source, settings["samples"],
                                                                        pair.value_range))
     else:
-        from diffkit.generate import load_samples
+        from diffkit.samples import load_samples
 
         samples = load_samples(out_dir / "samples" / f"{cell.name}.npz")
         images, meta, labels = samples.images, samples.meta, samples.labels

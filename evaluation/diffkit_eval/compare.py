@@ -53,7 +53,7 @@ from diffkit import distributed
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, read_toml
 from diffkit.errors import DiffkitError
-from diffkit.generate import generate, load_samples, save_samples
+from diffkit.samples import load_samples, save_samples
 from diffkit.images import save_grid
 from diffkit.plugins import get_component, provenance
 from diffkit.run import Run, make_config, resolve_config
@@ -304,7 +304,7 @@ def ensure_sampled(pair, run_dir, path, n, seed, console, device, key):
             return cached.images, {**cached.meta, "reused": True}, cached.labels
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
     start = time.perf_counter()
-    samples = generate(run, n, plan, seed, trajectory_count=8, console=console, labels=run.labels(n))
+    samples = run.sample(n, seed=seed, trajectory=8, console=console, plan=plan)
     meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
             "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen"),
             "cache_key": key}

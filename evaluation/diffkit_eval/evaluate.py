@@ -243,7 +243,7 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
     the command line scores them, refusing what it refuses."""
     import numpy as np
 
-    from diffkit.generate import Samples
+    from diffkit.samples import Samples
     from diffkit_eval.inputs import parse_range, read_images, read_labels, to_pixels
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000):

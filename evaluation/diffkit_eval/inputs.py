@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from diffkit.errors import DiffkitError
-from diffkit.generate import checked_labels
+from diffkit.samples import checked_labels
 
 RANGES = {"0,1": (0.0, 1.0), "0,255": (0.0, 255.0), "-1,1": (-1.0, 1.0)}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

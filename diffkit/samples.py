@@ -1,7 +1,5 @@
-"""Sampling: prior draws x_T -> sampler (through a Denoiser) -> uint8 images with their provenance.
-
-x_T always comes from the degradation's fitted prior, never from degraded real images; a conditional run
-also gets the class label of each image, and may be guided towards it.
+"""Samples: uint8 images with the metadata that made them and, for a conditional run, their class labels, and
+their .npz file (`Run.sample` makes them).
 """
 
 import json
@@ -10,13 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from diffkit import distributed, draws
 from diffkit.atomic import atomic_path
-from diffkit.data import to_uint8
-from diffkit.degradation import labels_for
-from diffkit.denoiser import Denoiser
 from diffkit.errors import DiffkitError
 
 
@@ -48,68 +41,6 @@ class Samples:
         path = self.trajectory
         frames = path[:: max(1, len(path) // count)][:count] + [path[-1]]
         return torch.stack(frames, dim=1).flatten(0, 1), len(frames)
-
-
-def _sample_batch(run, plan, index, size, shape, seed, labels, trajectory_count, on_step):
-    generator = run.generator(seed, index)
-    prior = run.degradation.sample_prior
-    x_T = prior(size, shape, generator, **labels_for(prior, labels)).to(run.device)
-    params = draws.to_device(run.degradation.draw_params(size, generator), run.device)
-    want_path = index == 0 and trajectory_count > 0
-    denoiser = Denoiser(run.model, run.degradation, None if labels is None else labels.to(run.device), plan.guidance,
-                        run.network.classes)
-    result = plan.sampler.sample(denoiser, x_T, plan.steps, generator, trajectory=want_path, on_step=on_step,
-                                 params=params)
-    if want_path:
-        result, path = result
-    if not torch.isfinite(result).all():
-        raise DiffkitError(f"sampler {plan.name!r} produced non-finite images in batch {index}: the network or "
-                           f"the sampler diverged; try another sampler or more --steps")
-    if want_path:
-        return to_uint8(result).cpu(), [to_uint8(x[:trajectory_count]).cpu() for x in path]
-    return to_uint8(result).cpu(), None
-
-
-def generate(run, n, plan, seed=0, batch_size=256, trajectory_count=0, console=None, labels=None):
-    """Sample n images with a planned sampler (`Run.plan`), image i of class labels[i] if labels (n,) are given
-    (`Run.labels`). Returns `Samples`.
-
-    Batch i draws from the generator of (seed, i) alone, so under torchrun each rank samples every
-    world_size-th batch and the gathered result is the same, bit for bit, as one process's."""
-    check_count(n)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
-        raise DiffkitError(f"--batch-size must be a positive integer up to {MAX_BATCH:,}, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise DiffkitError(f"--seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
-    network = run.network
-    shape = (network.channels, network.image_size, network.image_size)
-    starts = list(range(0, n, batch_size))
-    sizes = [min(batch_size, n - i) for i in starts]
-    mine = list(range(distributed.rank(), len(sizes), distributed.world_size()))
-    done, trajectory = {}, None
-    columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
-        task = progress.add_task("sample", total=len(mine) * plan.jumps)  # on_step comes once a jump
-        for index in mine:
-            mine_labels = None if labels is None else labels[starts[index]:starts[index] + sizes[index]]
-            done[index], path = _sample_batch(run, plan, index, sizes[index], shape, seed, mine_labels,
-                                              trajectory_count, lambda: progress.advance(task))
-            trajectory = path or trajectory
-    for part in distributed.gather(done):
-        done.update(part)
-    trajectory = distributed.gather(trajectory)[0]  # batch 0 is rank 0's
-    meta = {
-        "n": n, "seed": seed, "batch_size": batch_size,
-        "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
-        "steps": plan.steps, "jumps": plan.jumps, "nfe": plan.nfe,
-        **({"classes": class_counts(labels, run.network.classes), "guidance": plan.guidance} if labels is not None
-           else {}),
-        "device": str(run.device), "precision": run.precision, "world_size": distributed.world_size(),
-        "training_step": run.step, "weights_sha256": run.weights_sha256, "config": run.config.to_dict(),
-        "versions": run.versions(plan.component),
-    }
-    return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, trajectory, labels)
 
 
 def class_counts(labels, classes):
