@@ -240,12 +240,6 @@ def run_cell(cell, settings, runs, pairs, out_dir, data_root, device, console):
 
 # --- what a sweep looks like ---------------------------------------------------------------------------------
 
-def estimate(out_dir, cell):
-    """Seconds a cell is expected to take: its own record's, when it has run before (None when unknown)."""
-    record = read_record(out_dir, cell.id)
-    return record.get("seconds") if record else None
-
-
 def status_table(cells, out_dir, title, live=None):
     """A table of the cells: state (queued when never started, or `live`'s state in this command) and seconds."""
     table = Table("cell", "kind", "state", "seconds", "note", title=title)
@@ -267,18 +261,18 @@ def status_table(cells, out_dir, title, live=None):
 
 
 def plan_table(cells, out_dir, title):
-    """`--plan`: every cell, what it needs, whether it is done, and its cost where a record knows it."""
+    """`--plan`: every cell, what it needs, whether it is done, and its cost where its own earlier record knows it."""
     table = Table("cell", "kind", "needs", "done", "seconds", title=title)
-    total = 0.0
+    left, total, unknown = 0, 0.0, 0
     for cell in cells:
-        seconds = estimate(out_dir, cell)
-        done = is_done(out_dir, cell)
-        if seconds is not None and not done:
-            total += seconds
+        record, done = read_record(out_dir, cell.id), is_done(out_dir, cell)
+        seconds = record.get("seconds") if record else None
+        if not done:
+            left += 1
+            total += seconds or 0.0
+            unknown += seconds is None
         table.add_row(escape(cell.id), cell.kind, escape(", ".join(cell.needs)), "yes" if done else "",
                       "?" if seconds is None else f"{seconds:.1f}")
-    left = [c for c in cells if not is_done(out_dir, c)]
-    unknown = sum(estimate(out_dir, c) is None for c in left)
-    table.caption = (f"{len(cells)} cells, {len(left)} to run; known cost of those {total:.0f} s"
+    table.caption = (f"{len(cells)} cells, {left} to run; known cost of those {total:.0f} s"
                      + (f", {unknown} without a recorded time" if unknown else ""))
     return table

@@ -104,12 +104,6 @@ class Inline:
         pass
 
 
-def _limit_threads(threads):
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 class LocalPool:
     """K cells at once in worker processes on this machine, the cores split between them (two CPU jobs that
     share threads slow each other 5-8x); each cell's output goes to cells/<id>.log."""
@@ -124,8 +118,7 @@ class LocalPool:
     def _start(self):
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(self.threads)  # read by the workers' OpenMP when they start
-        self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=_limit_threads,
-                                        initargs=(self.threads,))
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))  # each Task sets torch's threads
         for _ in self.pool.map(int, range(self.jobs)):  # start the workers now, while the variable is set
             pass
         os.environ.pop("OMP_NUM_THREADS") if saved is None else os.environ.update(OMP_NUM_THREADS=saved)
