@@ -23,8 +23,11 @@ def _mps_available():
 def resolve_device(name="auto"):
     """A torch.device from auto|cpu|cuda|cuda:N|mps, or a one-line error when it is not there.
 
-    Under torchrun, `auto` and `cuda` mean this process's GPU, cuda:$LOCAL_RANK."""
-    name = (name or "auto").strip().lower()
+    Under torchrun, `auto` and `cuda` mean this process's GPU, cuda:$LOCAL_RANK. A torch.device that names one
+    device (cpu, mps, cuda:N) is already resolved and comes back as it is."""
+    if isinstance(name, torch.device) and (name.type != "cuda" or name.index is not None):
+        return name
+    name = (str(name) if isinstance(name, torch.device) else name or "auto").strip().lower()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"

@@ -158,19 +158,20 @@ class Run:
     `precision` is the autocast precision of network calls; `network` is the bare module (its weights
     are what a checkpoint holds), `model` the same network called under that precision."""
 
-    def __init__(self, config, device="cpu", precision="fp32"):
-        self.config = config
+    def __init__(self, config, device, precision="fp32"):
+        """The components of a resolved `config` on `device` (a torch.device) with `precision` fp32|bf16|fp16:
+        what `build`, `load` and the trainer resolve once, at their edge."""
+        self.config, self.device, self.precision = config, device, precision
         (self._d_component, self.degradation), (self._n_component, self.network), _ = _components(config)
         self.step, self.state, self.run_dir = 0, {}, None
         self.weights_sha256 = None  # of the loaded EMA weights and prior: what decides a seed's samples
-        self.device = resolve_device(str(device))
-        self.precision = resolve_precision(precision, self.device)
         self.network.to(self.device)
 
     @classmethod
     def build(cls, config, device="cpu", precision="fp32"):
         """Fresh components (weights at initialisation) for a config, resolved first."""
-        return cls(resolve_config(config), device, precision)
+        device = resolve_device(device)
+        return cls(resolve_config(config), device, resolve_precision(precision, device))
 
     @classmethod
     def load(cls, run_dir, device="auto", precision="fp32", step=None):
@@ -185,7 +186,8 @@ class Run:
             written = (state.get("versions") or {}).get("diffkit", "an unknown version")
             raise DiffkitError(f"{run_dir} was written by diffkit {written} (this is {__version__}) and its config "
                                f"does not load here: {exc.message}") from None
-        run = cls(config, device, precision)
+        device = resolve_device(device)
+        run = cls(config, device, resolve_precision(precision, device))
         parts = unpack(tensors)
         ema, prior = parts["ema"], parts["prior"]
         if not all(torch.isfinite(v).all() for v in ema.values() if v.is_floating_point()):
@@ -315,19 +317,16 @@ class Run:
         prior = self.degradation.sample_prior
         x_T = prior(size, shape, generator, **labels_for(prior, labels)).to(self.device)
         params = draws.to_device(self.degradation.draw_params(size, generator), self.device)
-        want_path = index == 0 and trajectory > 0
+        traced = trajectory if index == 0 else 0
         denoiser = Denoiser(self.model, self.degradation, None if labels is None else labels.to(self.device),
                             plan.guidance, self.network.classes)
-        result = plan.sampler.sample(denoiser, x_T, plan.steps, generator, trajectory=want_path, on_step=on_step,
+        result = plan.sampler.sample(denoiser, x_T, plan.steps, generator, trajectory=traced, on_step=on_step,
                                      params=params)
-        if want_path:
-            result, path = result
+        result, path = result if traced else (result, None)
         if not torch.isfinite(result).all():
             raise DiffkitError(f"sampler {plan.name!r} produced non-finite images in batch {index}: the network or "
                                f"the sampler diverged; try another sampler or more --steps")
-        if want_path:
-            return to_uint8(result).cpu(), [to_uint8(x[:trajectory]).cpu() for x in path]
-        return to_uint8(result).cpu(), None
+        return to_uint8(result).cpu(), None if path is None else [to_uint8(x).cpu() for x in path]
 
     def code(self, *extra):
         """The code that decides this run's outputs: diffkit's version and source hash, and each component's

@@ -44,17 +44,18 @@ class Sampler:
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, denoiser, x_T, steps, generator=None, trajectory=False, on_step=None, params=None):
-        """Return x_0 for the batch x_T, and with trajectory=True also the list [x_T, ..., x_0].
+    def sample(self, denoiser, x_T, steps, generator=None, trajectory=0, on_step=None, params=None):
+        """Return x_0 for the batch x_T; with trajectory=K > 0, (x_0, path): the reverse path [x_T, ..., x_0]
+        of the batch's first K images.
 
         on_step(), if given, is called after every jump (for progress bars)."""
-        x, path = x_T, [x_T]
+        x, path = x_T, [x_T[:trajectory]]
         grid = self.timesteps(denoiser.degradation, self.fixed_steps or steps)
         state = self.begin(denoiser.degradation, grid)
         for t, s in zip(grid[:-1], grid[1:]):
             x = self.step(denoiser, x, t, s, state, generator, params)
             if trajectory:
-                path.append(x)
+                path.append(x[:trajectory])
             if on_step:
                 on_step()
         return (x, path) if trajectory else x

@@ -30,7 +30,7 @@ class Samples:
 
     images: torch.Tensor
     meta: dict
-    trajectory: list | None = None
+    path: list | None = None
     labels: torch.Tensor | None = None
 
     def save(self, path):
@@ -38,7 +38,7 @@ class Samples:
 
     def path_grid(self, count=10):
         """(images, frames per row) for `save_grid`: each traced sample's row of about `count` frames, x_T to x_0."""
-        path = self.trajectory
+        path = self.path
         frames = path[:: max(1, len(path) // count)][:count] + [path[-1]]
         return torch.stack(frames, dim=1).flatten(0, 1), len(frames)
 

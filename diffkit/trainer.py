@@ -9,6 +9,7 @@ of ranks without saving any RNG state. Batches come from a per-epoch permutation
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import signal
@@ -31,7 +32,7 @@ from diffkit.degradation import labels_for
 from diffkit.device import AutocastNetwork, grad_scaler, resolve_device, resolve_precision
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import manager
-from diffkit.run import Run, resolve_config
+from diffkit.run import Run
 from diffkit.runlock import run_lock
 
 
@@ -81,6 +82,14 @@ class Diverged(DiffkitError):
                          f"(try a lower --lr); {kept}")
 
 
+def warn_on(console):
+    """warn(line): one line on rank 0's console (nothing without a console)."""
+    def warn(line):
+        if console is not None and distributed.is_main():
+            console.print(escape(line), highlight=False, soft_wrap=True)
+    return warn
+
+
 def learning_rate(config, step):
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -112,66 +121,54 @@ def _trim_log(path, step, warn):
 
 
 class TrainLoop:
-    """Setup or resume, then one step at a time: forward-backward, optimizer and EMA update, log, save."""
+    """One step at a time: forward-backward, optimizer and EMA update, log, save. `fresh` starts a built Run
+    (network just initialised), `resumed` continues one from its checkpoint; `train` builds the Run for both."""
 
-    def __init__(self, config, run_dir, resume=False, data_root=None, device="auto", precision=None,
-                 compile=False, console=None):
-        """With resume=True, config may be None (continue to the saved step count) or carry new steps.
-
-        precision None: the run's recorded precision when resuming, else `auto`."""
-        self.run_dir, self.console = Path(run_dir), console
+    def __init__(self, run, run_dir, data_root=None, console=None):
+        """What every training holds for `run`: the EMA copy, optimizer, gradient scaler, data and its batches,
+        and the network as the loss calls it (under DDP on several ranks, compiled if the config says so, under
+        autocast in the run's precision)."""
+        self.run, self.config, self.network = run, run.config, run.network
+        self.run_dir, self.console, self.warn = Path(run_dir), console, warn_on(console)
         self.log_path = self.run_dir / "log.jsonl"
-        refuse_link(self.run_dir / "checkpoints", "checkpoints")
-        device = resolve_device(device)
-        distributed.setup(device)
-        if resume:
-            tensors, state = load_checkpoint(self.run_dir, self._warn)
-            saved = RunConfig.from_dict(state["config"])
-            steps = config.steps if config else saved.steps
-            if steps < state["step"]:
-                raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
-            config = RunConfig.from_dict({**saved.to_dict(), "steps": steps,
-                                          "keep_steps": config.keep_steps if config else saved.keep_steps})
-            if precision is not None and precision != config.precision:
-                raise DiffkitError(f"--resume continues with the run's saved config (precision {config.precision}); "
-                                   f"--precision {precision} cannot change it")
-            precision = config.precision
-        elif has_checkpoint(self.run_dir):
-            raise DiffkitError(f"{self.run_dir} already holds a run; continue it with --resume or choose another --out")
-        precision = resolve_precision(precision or config.precision, device)
-        config = resolve_config(RunConfig.from_dict({**config.to_dict(), "precision": precision, "compile": compile}))
-        if config.batch_size < distributed.world_size():
-            raise DiffkitError(f"--batch-size {config.batch_size} is smaller than the {distributed.world_size()} "
+        if self.config.batch_size < distributed.world_size():
+            raise DiffkitError(f"--batch-size {self.config.batch_size} is smaller than the {distributed.world_size()} "
                                f"processes it is split over")
-
-        torch.manual_seed(config.seed)  # network initialisation, the same on every rank
-        self.config = config
-        self.run = Run(config, device, precision)
-        self.network = self.run.network
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
-        self.scaler = grad_scaler(self.run.device, precision)
-        self.images = to_model_range(load_images(config.dataset, "train", data_root))
-        labels = load_labels(config.dataset, "train", data_root) if config.conditional else None
-        if resume:
-            self._restore(tensors, state)
-            if distributed.is_main():
-                _trim_log(self.log_path, self.step, self._warn)
-        else:
-            d = self.run.degradation
-            d.fit_prior(self.images, torch.Generator().manual_seed(config.seed), **labels_for(d.fit_prior, labels))
-            self.step, self.seconds = 0, 0.0
-            if distributed.is_main():
-                self.log_path.unlink(missing_ok=True)  # a fresh run starts with an empty log
-                write_text(self.run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-        self.saved_step = self.step if resume else None
-        self.batches = Batches(self.images, config.batch_size, config.seed, labels)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr)
+        self.scaler = grad_scaler(run.device, run.precision)
+        self.images = to_model_range(load_images(self.config.dataset, "train", data_root))
+        self.labels = load_labels(self.config.dataset, "train", data_root) if self.config.conditional else None
+        self.batches = Batches(self.images, self.config.batch_size, self.config.seed, self.labels)
         trained = self.network
         if distributed.active():
-            trained = DistributedDataParallel(trained, device_ids=[self.run.device.index] if self.run.device.type == "cuda" else None)
-        if compile:
+            trained = DistributedDataParallel(trained, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+        if self.config.compile:
             trained = torch.compile(trained)
-        self.model = AutocastNetwork(trained, self.run.device, precision)
+        self.model = AutocastNetwork(trained, run.device, run.precision)
+        self.step, self.seconds, self.saved_step = 0, 0.0, None
+
+    @classmethod
+    def fresh(cls, run, run_dir, data_root=None, console=None):
+        """Step 0 of a new run: the degradation's prior fitted to the training images, config.json written and
+        any earlier log.jsonl emptied."""
+        loop = cls(run, run_dir, data_root, console)
+        d = run.degradation
+        d.fit_prior(loop.images, torch.Generator().manual_seed(run.config.seed), **labels_for(d.fit_prior, loop.labels))
+        if distributed.is_main():
+            loop.log_path.unlink(missing_ok=True)
+            write_text(loop.run_dir / "config.json", json.dumps(run.config.to_dict(), indent=2))
+        return loop
+
+    @classmethod
+    def resumed(cls, run, run_dir, tensors, state, data_root=None, console=None):
+        """The run of a checkpoint (`load_checkpoint`'s tensors and state) at its step, with the log trimmed to it."""
+        loop = cls(run, run_dir, data_root, console)
+        loop._restore(tensors, state)
+        loop.saved_step = loop.step
+        if distributed.is_main():
+            _trim_log(loop.log_path, loop.step, loop.warn)
+        return loop
 
     def _restore(self, tensors, state):
         """Network, EMA, optimizer, scaler, prior, step and seconds from a checkpoint, or one line naming what in
@@ -198,10 +195,6 @@ class TrainLoop:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise DiffkitError(f"{where} holds no usable prior ({exc}); was it edited?") from None
         self.step, self.seconds = state["step"], seconds
-
-    def _warn(self, line):
-        if self.console is not None and distributed.is_main():
-            self.console.print(escape(line), highlight=False, soft_wrap=True)
 
     def forward_backward(self, step):
         """This rank's share of the global batch's loss, backpropagated; returns the loss (a tensor).
@@ -324,10 +317,44 @@ class TrainLoop:
                 distributed.barrier()
                 raise Interrupted(self.step, interrupt[0] if interrupt else signal.SIGINT)
 
+def continued_config(state, config, precision):
+    """The config a resumed run trains with: the checkpoint's, with `config`'s steps when given and its keep_steps
+    added to the saved ones (a checkpoint pinned before stays pinned)."""
+    saved = RunConfig.from_dict(state["config"])
+    steps = config.steps if config else saved.steps
+    if steps < state["step"]:
+        raise DiffkitError(f"--steps {steps} is below the checkpoint's step {state['step']}")
+    if precision is not None and precision != saved.precision:
+        raise DiffkitError(f"--resume continues with the run's saved config (precision {saved.precision}); "
+                           f"--precision {precision} cannot change it")
+    keep_steps = sorted({*saved.keep_steps, *(config.keep_steps if config else ())})
+    return dataclasses.replace(saved, steps=steps, keep_steps=keep_steps)
+
+
 def train(config, run_dir, resume=False, data_root=None, device="auto", precision=None, compile=False, console=None):
-    """Train to config.steps in run_dir (see TrainLoop), holding the run directory's lock; returns the
-    trained Run with EMA weights."""
-    if resume and not Path(run_dir).is_dir():
+    """Train to config.steps in run_dir, holding the run directory's lock; returns the trained Run with EMA weights.
+
+    `config` is a resolved RunConfig (`make_config`); with resume=True it may be None (continue to the saved step
+    count) or carry new steps. Device and precision are resolved here, once (precision None: the run's recorded
+    precision when resuming, else `auto`), and the Run is built once, for both paths."""
+    run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
         raise DiffkitError(f"{run_dir} is not a run directory (train one with `diffkit train --out {run_dir}`)")
+    device = resolve_device(device)
+    distributed.setup(device)
     with run_lock(run_dir):
-        return TrainLoop(config, run_dir, resume, data_root, device, precision, compile, console).run_loop()
+        refuse_link(run_dir / "checkpoints", "checkpoints")
+        if resume:
+            tensors, state = load_checkpoint(run_dir, warn_on(console))
+            config = continued_config(state, config, precision)
+        elif has_checkpoint(run_dir):
+            raise DiffkitError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+        elif config.sampler is None:
+            raise DiffkitError("train needs a resolved config: build it with make_config or resolve_config")
+        precision = resolve_precision(precision or config.precision, device)
+        config = dataclasses.replace(config, precision=precision, compile=compile)
+        torch.manual_seed(config.seed)  # network initialisation, the same on every rank
+        run = Run(config, device, precision)
+        loop = (TrainLoop.resumed(run, run_dir, tensors, state, data_root, console) if resume
+                else TrainLoop.fresh(run, run_dir, data_root, console))
+        return loop.run_loop()

@@ -175,11 +175,11 @@ def test_delta_adds_fresh_noise_between_steps_only(sampler_cls, digits):
     d, x0 = make("blur", T=4), digits[:64]
     x_T = d.degrade(x0, torch.full((64,), 4))
     perfect = lambda x, t: x0  # noqa: E731
-    plain = sampler_cls().sample(Denoiser(perfect, d), x_T, 4, trajectory=True)[1]
+    plain = sampler_cls().sample(Denoiser(perfect, d), x_T, 4, trajectory=64)[1]
     g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
-    out, path = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(0), trajectory=True)
+    out, path = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(0), trajectory=64)
     again = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(0))
-    other = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(1), trajectory=True)[1]
+    other = sampler_cls(StochasticOptions(delta=0.05)).sample(Denoiser(perfect, d), x_T, 4, g(1), trajectory=64)[1]
     assert torch.equal(out, again) and not torch.equal(path[1], other[1])  # the generator decides the noise
     assert (path[1] - plain[1]).std().item() == pytest.approx(0.05, rel=0.05)
     assert torch.allclose(out, x0, atol=1e-5) if sampler_cls is NaiveColdSampler else out.shape == x0.shape

@@ -198,12 +198,12 @@ def test_train_conditional_then_sample_a_grid_with_one_class_a_row(runner, tmp_p
 
 
 def test_training_shows_the_null_label_at_the_cond_dropout_rate(tmp_path, monkeypatch):
-    from diffkit.config import RunConfig
+    from diffkit.run import Run, make_config
     from diffkit.trainer import TrainLoop
 
-    config = RunConfig(network="cnn", network_options={"hidden": [4], "time_features": 8}, degradation_options={"T": 20},
-                       batch_size=1000, conditional=True, cond_dropout=0.3)
-    loop = TrainLoop(config, tmp_path / "run", device="cpu")
+    config = make_config(network="cnn", options={"hidden": "4", "time_features": 8, "T": 20}, batch_size=1000,
+                         conditional=True, cond_dropout=0.3)
+    loop = TrainLoop.fresh(Run.build(config), tmp_path / "run")
     seen = {}
 
     def losses(network, x0, t, noise, params=None):

@@ -96,9 +96,9 @@ def test_ddim_with_a_perfect_network_returns_the_data_point():
     """If the network predicts x0 exactly, DDIM (eta = 0) lands on x0 from any x_T in any step count."""
     d = GaussianDiffusion(GaussianOptions(T=100, prediction="x0"))
     x0 = torch.rand(2, 1, 4, 4) * 2 - 1
-    out, path = DDIMSampler().sample(Denoiser(lambda x, t: x0, d), torch.randn(2, 1, 4, 4), 7, trajectory=True)
+    out, path = DDIMSampler().sample(Denoiser(lambda x, t: x0, d), torch.randn(2, 1, 4, 4), 7, trajectory=1)
     assert torch.allclose(out, x0, atol=1e-5)
-    assert len(path) == 8
+    assert len(path) == 8 and path[0].shape == (1, 1, 4, 4)  # the path of the first image
 
 
 def test_min_snr_gamma_weights_follow_hang_et_al():

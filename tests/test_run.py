@@ -161,6 +161,39 @@ def test_one_train_builds_the_network_once(tmp_path, monkeypatch):
     assert len(built) == 1  # the EMA copy is a deepcopy, not a second construction
 
 
+def count_calls(monkeypatch, *names):
+    """{name: calls} of functions that diffkit's modules import by name, counted wherever they are called from."""
+    import sys
+
+    calls = dict.fromkeys(names, 0)
+    for module in [m for n, m in sys.modules.items() if n.split(".")[0] in ("diffkit", "diffkit_eval")]:
+        for name in names:
+            real = getattr(module, name, None)
+            if callable(real):
+                def counted(*args, _real=real, _name=name, **kwargs):
+                    calls[_name] += 1
+                    return _real(*args, **kwargs)
+                monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_command_resolves_its_config_device_and_precision_once(runner, tmp_path, monkeypatch):
+    import importlib
+
+    importlib.import_module("diffkit.trainer")  # loaded before counting: the CLI imports it only when it trains
+
+    calls = count_calls(monkeypatch, "resolve_config", "resolve_device", "resolve_precision")
+    result = invoke(runner, "train", "-d", "gaussian", "--network", "cnn", *TINY, "--steps", 2, "--device", "cpu",
+                    "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert calls == {"resolve_config": 1, "resolve_device": 1, "resolve_precision": 1}
+    calls.update(dict.fromkeys(calls, 0))
+    result = invoke(runner, "sample", tmp_path / "run", "-n", 2, "--steps", 2, "--device", "cpu",
+                    "--out", tmp_path / "s.npz")
+    assert result.exit_code == 0, result.output
+    assert calls == {"resolve_config": 0, "resolve_device": 1, "resolve_precision": 1}  # a run's config is recorded resolved
+
+
 def test_dir_lists_the_public_api():
     assert {"train", "load", "evaluate", "hookimpl", "__version__"} <= set(dir(diffkit))
     assert callable(diffkit.train) and callable(diffkit.evaluate)

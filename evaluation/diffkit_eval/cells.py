@@ -27,6 +27,7 @@ from rich.table import Table
 from diffkit import __version__, distributed
 from diffkit.atomic import write_text
 from diffkit.checkpoint import has_checkpoint
+from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError, Interrupted
 from diffkit.plugins import get_component, manager, provenance, source_sha256
 from diffkit_eval import compare
@@ -145,7 +146,7 @@ class Task:
     out_dir: str
     cell: str  # its id
     data_root: str | None = None
-    device: str | None = None
+    device: str | None = None  # as the user named it: each process resolves it once (its LOCAL_RANK's GPU)
     threads: int | None = None  # torch's CPU threads in this cell (None: leave torch's default)
     quiet: bool = False  # write the cell's console output to cells/<id>.log instead of the terminal
     distributed_env: bool = False  # export torch.distributed's variables from Slurm's (a multi-task training cell)
@@ -176,7 +177,7 @@ def execute(task, console=None):
         write_record(out_dir, cell, state="running", started=time.time(), host=socket.gethostname(), pid=os.getpid())
         start = time.perf_counter()
         try:
-            result = run_cell(cell, settings, runs, pairs, out_dir, task.data_root, device, console)
+            result = run_cell(cell, settings, runs, pairs, out_dir, task.data_root, resolve_device(device), console)
         except DiffkitError as exc:
             if distributed.active():  # ranks must stay in step: the whole job stops
                 raise

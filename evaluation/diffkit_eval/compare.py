@@ -266,8 +266,7 @@ def training_fields(config):
 
 
 def ensure_trained(name, config, run_dir, data_root, console, device):
-    """Reuse a finished run, resume a partial one, or train from scratch."""
-    config = resolve_config(config)  # the default sampler and every option, checked
+    """Reuse a finished run, resume a partial one, or train from scratch (`config` is resolved: `read_config`)."""
     if has_checkpoint(run_dir):
         _, state = load_checkpoint(run_dir)
         saved = resolve_config(RunConfig.from_dict(state["config"]))

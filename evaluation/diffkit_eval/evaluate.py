@@ -99,7 +99,7 @@ class Evaluator:
 
     def __init__(self, dataset="mnist", split="test", data_root=None, console=None, device="cpu",
                  features=DEFAULT_FEATURES, space_options=None):
-        device = resolve_device(str(device))
+        device = resolve_device(device)
         self.dataset, self.split, self.data_root = dataset, split, data_root
         self.spaces = [build_space(n, dataset, (space_options or {}).get(n), device) for n in parse_features(features)]
         self.classifier = next((s for s in self.spaces if s.name == "classifier"), None) \
