@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +144,39 @@ def test_a_killed_sweep_finishes_without_recomputing_finished_cells(local_report
     uninterrupted = tmp_path / "whole"
     assert run_compare(slow, uninterrupted, "--jobs", "2").returncode == 0
     assert metrics(out) == metrics(uninterrupted)
+
+
+def gone(pid):
+    """Whether process `pid` has exited (a zombie that nobody reaps has exited too)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def test_a_sweep_killed_outright_stops_its_workers_and_keeps_their_checkpoints(local_report, tmp_path):
+    """SIGKILL cannot be forwarded: the workers see their parent gone, and a training saves and stops."""
+    config, _ = local_report
+    slow = tmp_path / "slow.toml"
+    slow.write_text(config.read_text() + "budgets = [2, 5000]\ncheckpoint_every = 100\n")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "diffkit", "compare", str(slow), "--out", str(out), "--jobs", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 300
+    while not list((out / "runs" / "b" / "checkpoints").glob("step-00000100")) and time.time() < deadline:
+        time.sleep(0.2)
+    record = next((out / "cells").glob("train-b-*.json"))
+    worker = json.loads(record.read_text())["pid"]
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.time() + 30
+    while not gone(worker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert gone(worker), "the training worker outlived its compare by 30 s"
+    assert json.loads(record.read_text())["error"] == "interrupted"
+    saved = int((out / "runs" / "b" / "checkpoints" / "latest").read_text().split("-")[1])
+    assert 100 <= saved < 5000  # the step it had reached, saved on the way out
 
 
 class Raises(GaussianDiffusion):

@@ -19,6 +19,7 @@ dependants are not run; the rest go on. Slurm gets one job array per stage (trai
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -118,18 +119,19 @@ class LocalPool:
     def _start(self):
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(self.threads)  # read by the workers' OpenMP when they start
-        self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))  # each Task sets torch's threads
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=stop_with_parent,
+                                        initargs=(os.getpid(),))  # each Task sets torch's threads
         for _ in self.pool.map(int, range(self.jobs)):  # start the workers now, while the variable is set
             pass
         os.environ.pop("OMP_NUM_THREADS") if saved is None else os.environ.update(OMP_NUM_THREADS=saved)
 
     def submit(self, tasks):
         try:
-            return [self.pool.submit(execute, task) for task in tasks]
+            return [self.pool.submit(run_in_worker, task) for task in tasks]
         except BrokenProcessPool:  # a worker was killed (out of memory, say): its cell failed, the rest go on
             self.pool.shutdown(wait=False, cancel_futures=True)
             self._start()
-            return [self.pool.submit(execute, task) for task in tasks]
+            return [self.pool.submit(run_in_worker, task) for task in tasks]
 
     def stop(self, signum):
         for process in list(self.pool._processes.values()):  # noqa: SLF001 - the pool exposes no other way
@@ -138,6 +140,35 @@ class LocalPool:
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_busy = threading.Event()  # set while a local worker runs a cell
+
+
+def run_in_worker(task):
+    """One cell in a local worker, marked busy while it runs (see stop_with_parent)."""
+    _busy.set()
+    try:
+        return execute(task)
+    finally:
+        _busy.clear()
+
+
+def stop_with_parent(parent, grace=60):
+    """In a local worker: once the compare that started it is gone (killed with SIGKILL, which cannot be
+    forwarded), stop. A cell still running gets SIGTERM first, so a training saves its checkpoint and records
+    itself interrupted; the worker exits when the cell has, or `grace` seconds later."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        if _busy.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _busy.is_set() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class Slurm:
