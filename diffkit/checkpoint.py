@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.markup import escape
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes, save_file
 
 from diffkit.atomic import fsync_path, refuse_link, reported_writes, write_text
 from diffkit.errors import DiffkitError
@@ -110,10 +110,17 @@ def read_state(run_dir):
     return json.loads((path / "state.json").read_text()) if path is not None else None
 
 
+def read_tensors(path):
+    """The tensors of a safetensors file, read into memory. safetensors' load_file maps the file instead, and a
+    mapped file rewritten in place while its tensors are in use (`cp` over it, a cache repaired by another
+    process) kills the process with SIGBUS."""
+    return load_bytes(Path(path).read_bytes())
+
+
 def _read(path):
     try:
         state = json.loads((path / "state.json").read_text())
-        tensors = load_file(path / "weights.safetensors")
+        tensors = read_tensors(path / "weights.safetensors")
     except (OSError, ValueError, SafetensorError) as exc:
         raise DiffkitError(f"unreadable checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if not isinstance(state, dict) or "config" not in state or not isinstance(state.get("step"), int) \

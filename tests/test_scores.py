@@ -2,6 +2,7 @@
 feature spaces as plugins, and a compare report with imported sample sets."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,25 @@ def save_png_folder(folder, images, rgb=False):
     for i, image in enumerate(images[:, 0].numpy()):
         Image.fromarray(np.stack([image] * 3, axis=-1) if rgb else image).save(folder / f"{i:04d}.png")
     return folder
+
+
+def test_a_reference_cache_rewritten_in_place_while_in_use_does_not_crash(tmp_path):
+    """A cache file mapped into memory and rewritten in place (another process repairing it, `cp` over it) would
+    kill its reader with SIGBUS; diffkit reads caches into memory, so the scorecard comes out as committed."""
+    script = "\n".join([
+        "import pathlib, sys",
+        "from diffkit.samples import load_samples",
+        "from diffkit_eval.evaluate import Evaluator",
+        "Evaluator(device='cpu')  # computes the reference caches and writes them",
+        "evaluator = Evaluator(device='cpu')  # reads them",
+        "for cache in pathlib.Path(sys.argv[1]).rglob('*.safetensors'): cache.write_bytes(b'x')",
+        "samples = load_samples(sys.argv[2])",
+        "print(evaluator.score(samples.images, samples.meta, 0)['metrics']['fid'].value)"])
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(DATA / "samples.npz")],
+                          capture_output=True, text=True, env={**os.environ, "DIFFKIT_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-500:]
+    expected = json.loads((DATA / "expected-scorecard.json").read_text())["metrics"]["fid"]["value"]
+    assert float(done.stdout.split()[-1]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_png_folder_and_float_arrays_score_exactly_like_uint8_samples(runner, tmp_path, test_images):
@@ -233,7 +253,7 @@ def test_n_reads_only_the_first_images_of_a_large_file(tmp_path):
     from diffkit_eval.inputs import read_images
 
     np.savez_compressed(tmp_path / "big.npz", images=np.zeros((100_000, 28, 28), np.uint8))
-    images, _ = read_images(tmp_path / "big.npz", 10)
+    images, _, _ = read_images(tmp_path / "big.npz", 10)
     assert images.shape == (10, 1, 28, 28)
 
 

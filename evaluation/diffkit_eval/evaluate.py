@@ -16,10 +16,11 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from diffkit import __version__
 from diffkit.atomic import atomic_path, write_text
+from diffkit.checkpoint import read_tensors
 from diffkit.data import load_images, load_labels
 from diffkit.device import resolve_device
 from diffkit.errors import DiffkitError
@@ -166,7 +167,7 @@ class Evaluator:
         features_path, score_path = Path(folder) / f"{key}.safetensors", Path(folder) / f"{key}.json"
         if features_path.exists() or score_path.exists():
             try:
-                features = {**load_file(features_path), "images": images}
+                features = {**read_tensors(features_path), "images": images}
                 cached = from_plain(json.loads(score_path.read_text()))
                 return features, {**cached["score"], "samples": meta}, {int(k): v for k, v in cached["curve"].items()}
             except (OSError, ValueError, KeyError, TypeError, SafetensorError):
@@ -244,7 +245,7 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
     import numpy as np
 
     from diffkit.samples import Samples
-    from diffkit_eval.inputs import parse_range, read_images, read_labels, to_pixels
+    from diffkit_eval.inputs import parse_range, read_images, to_pixels
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000):
         raise DiffkitError(f"n must be a positive integer up to 1,000,000, got {n!r}")
@@ -257,8 +258,7 @@ def score_samples(samples, reference="test", dataset=None, n=None, seed=0, data_
     if isinstance(samples, Samples):
         images, meta, labels = samples.images, samples.meta, samples.labels
     elif isinstance(samples, (str, Path)):
-        images, meta = read_images(samples, n, value_range)
-        labels = read_labels(samples, len(images))
+        images, meta, labels = read_images(samples, n, value_range)
     elif isinstance(samples, (torch.Tensor, np.ndarray)):
         array = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else samples
         images = to_pixels(array, "the images given", value_range)

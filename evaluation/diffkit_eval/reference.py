@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from diffkit.atomic import atomic_path
+from diffkit.checkpoint import read_tensors
 from diffkit.data import default_cache_dir
 from diffkit_eval.features import extract, images_hash
 from diffkit_eval.metrics import DC_K, PR_K, fid_statistics, knn_space, kth_radius, nearest_training
@@ -33,7 +34,7 @@ MEMORY_KEYS = {"test_nn", "train_nn", "test_authenticity"}
 def _cached(path, keys, compute):
     """The tensors stored at `path`, or compute() stored there first (a missing or unreadable file is remade)."""
     try:
-        stored = load_file(path)
+        stored = read_tensors(path)
         if keys <= set(stored):
             return stored
     except (OSError, SafetensorError, ValueError):
