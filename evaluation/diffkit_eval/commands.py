@@ -63,7 +63,7 @@ def evaluate_command(cli):
         of images, or a folder of PNG/JPEG images (another toolkit's samples are scored exactly like diffkit's)."""
         from diffkit.run import Run
         from diffkit_eval.evaluate import Evaluator, parse_features, scorecard_table
-        from diffkit_eval.inputs import parse_range, read_images, read_labels
+        from diffkit_eval.inputs import parse_range, read_images
         from diffkit_eval.metrics import plain
 
         if count is not None and not 1 <= count <= 1_000_000:
@@ -82,10 +82,9 @@ def evaluate_command(cli):
         else:
             if guidance:
                 raise DiffkitError("--guidance applies when SOURCE is a conditional run directory, which it samples")
-            images, meta = read_images(source, count, value_range)
+            images, meta, labels = read_images(source, count, value_range)
             if count is not None and count > len(images):
                 raise DiffkitError(f"-n {count} exceeds the {len(images)} images in {source}")
-            labels = read_labels(source, len(images))
         evaluator = Evaluator(dataset, split, data_root, console, device, names, options)
         result = evaluator.score(images, meta, seed, labels=labels)
         table_console().print(scorecard_table(result, title=f"diffkit evaluate {escape(str(source))}"))

@@ -376,13 +376,13 @@ def gather(settings, runs, pairs, out_dir, evaluator, failed=(), fresh=(), conso
             "classifier": first.get("classifier", {})}
 
 
-def imported_set(pair, images, meta):
-    """(images, meta) of a [[samples]] entry, its meta saying where the images came from."""
+def imported_set(pair, images, meta, labels):
+    """(images, meta, labels) of a [[samples]] entry, its meta saying where the images came from."""
     if len(images) < MIN_SAMPLES:
         raise DiffkitError(f"[[samples]] {pair.model!r}: {pair.source} holds {len(images)} images; the metrics need "
                            f"at least {MIN_SAMPLES}")
     return images, {**meta, "n": len(images), "sampler": "imported", "steps": 0, "nfe": None,
-                    "source": str(pair.source), "value_range": pair.value_range}, None
+                    "source": str(pair.source), "value_range": pair.value_range}, labels
 
 
 def log_of(run_dir):

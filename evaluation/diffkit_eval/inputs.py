@@ -105,12 +105,13 @@ def read_folder(folder, count=None):
 
 
 def read_array(path, count=None, value_range=None):
-    """(uint8 (N, C, H, W), meta) from an .npy, or an .npz holding `images` (diffkit's) or a single array.
+    """(uint8 (N, C, H, W), meta, labels or None) from an .npy, or an .npz holding `images` (diffkit's samples,
+    with their meta and, from a conditional run, the class each image was asked to be) or a single array.
 
     Only the first `count` images are read (an .npy is memory-mapped, an .npz member read as a stream), and a
     header that claims more data than the file holds is refused before anything is allocated."""
     path = Path(path)
-    meta = {}
+    meta, labels = {}, None
     try:
         if _is_npy(path):
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -124,13 +125,15 @@ def read_array(path, count=None, value_range=None):
                 array = _member(archive, f"{name}.npy", path, count)
                 if "meta" in names:
                     meta = _meta(path, _member(archive, "meta.npy", path, None))
+                if name == "images" and "labels" in names:
+                    labels = checked_labels(_member(archive, "labels.npy", path, len(array)), len(array), path)
     except DiffkitError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DiffkitError(f"cannot read {path} as a .npy or .npz array: {exc}".splitlines()[0]) from None
     if len(array) > MAX_IMAGES and count is None:
         raise DiffkitError(f"{path} holds {len(array):,} images; score at most {MAX_IMAGES:,} (-n)")
-    return to_pixels(np.asarray(array[:count]), path, value_range), meta
+    return to_pixels(np.asarray(array[:count]), path, value_range), meta, labels
 
 
 def _member(archive, member, path, count):
@@ -173,28 +176,13 @@ def _meta(path, raw):
     return meta
 
 
-def read_labels(source, count):
-    """The `labels` array of a diffkit samples .npz (the class each image was asked to be), its first `count`
-    rows as int64, or None for any other source."""
-    source = Path(source)
-    if not source.is_file() or _is_npy(source):
-        return None
-    try:
-        with zipfile.ZipFile(source) as archive:
-            if "labels.npy" not in archive.namelist():
-                return None
-            labels = _member(archive, "labels.npy", source, count)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DiffkitError(f"cannot read the labels of {source}: {exc}".splitlines()[0]) from None
-    return checked_labels(labels, count, source)
-
-
 def read_images(source, count=None, value_range=None):
-    """(uint8 (N, C, H, W), meta) from a folder of images or an .npy/.npz file; the first `count` when given."""
+    """(uint8 (N, C, H, W), meta, labels or None) from a folder of images or an .npy/.npz file (`read_array`);
+    the first `count` when given."""
     source = Path(source)
     value_range = parse_range(value_range)
     if source.is_dir():
-        return read_folder(source, count), {}
+        return read_folder(source, count), {}, None
     if not source.is_file():
         raise DiffkitError(f"{source} is neither a folder of images nor an .npy/.npz file")
     return read_array(source, count, value_range)
