@@ -190,7 +190,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     """Sample images from a trained run (EMA weights, prior draws only; torchrun splits the batches)."""
     from diffkit import distributed
     from diffkit.atomic import check_writable
-    from diffkit.images import class_rows, save_grid
+    from diffkit.images import check_png, class_rows, save_grid
     from diffkit.run import Run
 
     if not str(out).endswith(".npz"):
@@ -198,6 +198,8 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     for option, path in (("--out", out), ("--grid", grid), ("--trajectory", trajectory)):
         if path:
             check_writable(path, option)
+            if option != "--out":
+                check_png(path, option)
     run = Run.load(run_dir, device, precision)
     distributed.setup(run.device)
     options = split_assignments(assignments) if assignments or sampler else None
@@ -236,12 +238,13 @@ def degrade(degradation, assignments, grid, count, frames, dataset, seed, data_r
     from diffkit.atomic import check_writable
     from diffkit.data import load_images, to_model_range, to_uint8
     from diffkit.device import resolve_device
-    from diffkit.images import save_grid
+    from diffkit.images import check_png, save_grid
     from diffkit.run import DATASET_SHAPES, build_degradation
 
     if not 1 <= count <= 1000 or not 2 <= frames <= 1000:
         raise DiffkitError("-n must be in 1..1000 and --frames in 2..1000")
     check_writable(grid, "--grid")
+    check_png(grid, "--grid")
     device = resolve_device(device)
     _, d = build_degradation(degradation, split_assignments(assignments), DATASET_SHAPES[dataset])
     x0 = to_model_range(load_images(dataset, "test", data_root)[:count]).to(device)

@@ -7,6 +7,13 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from diffkit.atomic import atomic_path
+from diffkit.errors import DiffkitError
+
+
+def check_png(path, option):
+    """A grid is always written as PNG: a name ending otherwise (g.jpg) would hold a PNG under a false name."""
+    if not str(path).lower().endswith(".png"):
+        raise DiffkitError(f"{option} must be a .png file, got {path}")
 
 
 def save_grid(path, images, nrow=None):

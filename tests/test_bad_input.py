@@ -195,6 +195,8 @@ CASES = [
     (["sample", "{world}/run", "--out", "{world}/folder.npz"], "is a folder"),
     (["sample", "{world}/run", "--out", "{world}/afile/s.npz"], "is a file, not a folder"),
     (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{world}/folder.png"], "--grid"),
+    (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{new}/g.jpg"], "--grid must be a .png file"),
+    (["sample", "{world}/run", "--out", "{new}/s.npz", "--trajectory", "{new}/t.txt"], "--trajectory must be a .png file"),
     (["sample", "{world}/run", "--batch-size", "0", "--out", "{new}/s.npz"], "--batch-size must be a positive integer"),
     (["sample", "{world}/corrupt", "--out", "{new}/s.npz"], "unreadable checkpoint"),
     (["sample", "{world}/broken", "--out", "{new}/s.npz"], "config value steps = 'abc' must be int"),
@@ -205,6 +207,7 @@ CASES = [
     (["degrade", "-d", "blur", "-n", "100000", "--grid", "{new}/g.png"], "-n must be in 1..1000"),
     (["degrade", "-d", "blur", "--frames", "1", "--grid", "{new}/g.png"], "--frames in 2..1000"),
     (["degrade", "-d", "blur", "--grid", "{world}/folder.png"], "is a folder"),
+    (["degrade", "-d", "blur", "--grid", "{new}/g.jpg"], "--grid must be a .png file"),
     (["degrade", "-d", "blur", "-o", "sigma=-1", "--grid", "{new}/g.png"], "sigma positive"),
     (["degrade", "-d", "blur", "-o", "T=true", "--grid", "{new}/g.png"], "expected int"),
     # evaluate
