@@ -58,7 +58,7 @@ from diffkit.images import save_grid
 from diffkit.plugins import get_component, provenance
 from diffkit.run import Run, make_config, resolve_config
 from diffkit.trainer import read_log, train
-from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features
+from diffkit_eval.evaluate import DEFAULT_FEATURES, parse_features, space_class
 from diffkit_eval.inputs import parse_range, read_images
 from diffkit_eval.metrics import MIN_SAMPLES, fid, fid_statistics
 
@@ -140,6 +140,11 @@ def _check_settings(path, settings):
     _need(isinstance(settings["space_options"], dict) and all(isinstance(v, dict) for v in settings["space_options"].values()),
           f"{path}: [compare] space_options must be a table of tables, like space_options = "
           f"{{ inception-v3 = {{ weights = \"w.pth\" }} }}")
+    try:  # an unknown space or option fails here, not after the training
+        for name in [*settings["features"], *settings["space_options"]]:
+            space_class(name, settings["dataset"], settings["space_options"].get(name))
+    except DiffkitError as exc:
+        raise DiffkitError(f"{path}: [compare] {exc.message}") from None
 
 
 def _check_seeds(path, where, seeds):

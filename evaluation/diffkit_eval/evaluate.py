@@ -62,13 +62,19 @@ def parse_features(text):
     return names
 
 
-def build_space(name, dataset, options=None, device="cpu"):
-    """A registered feature space, checked against the dataset and its options."""
-    component = get_component("feature_spaces", name)
-    cls = component.cls
+def space_class(name, dataset, options=None):
+    """(class, parsed options) of a registered feature space, checked against the dataset, without building it
+    (which may load or download weights): compare checks its config with this before anything trains."""
+    cls = get_component("feature_spaces", name).cls
     if cls.datasets is not None and dataset not in cls.datasets:
         raise DiffkitError(f"feature space {name!r} has weights for {', '.join(cls.datasets)}, not {dataset!r}")
-    space = cls(dataset, parse_options(cls.Options, dict(options or {}), f"feature space {name!r}"), device)
+    return cls, parse_options(cls.Options, dict(options or {}), f"feature space {name!r}")
+
+
+def build_space(name, dataset, options=None, device="cpu"):
+    """A registered feature space, checked against the dataset and its options."""
+    cls, parsed = space_class(name, dataset, options)
+    space = cls(dataset, parsed, device)
     space.name = name
     return space
 
