@@ -192,6 +192,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     from diffkit.atomic import check_writable
     from diffkit.images import check_png, class_rows, save_grid
     from diffkit.run import Run
+    from diffkit.samples import batches_folder, discard_batches
 
     if not str(out).endswith(".npz"):
         raise DiffkitError(f"--out must be a .npz file, got {out}")
@@ -204,7 +205,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
     distributed.setup(run.device)
     options = split_assignments(assignments) if assignments or sampler else None
     samples = run.sample(count, sampler, options, steps, seed, batch_size, trajectory=8 if trajectory else 0,
-                         console=console, classes=classes, guidance=guidance)
+                         console=console, classes=classes, guidance=guidance, batches=batches_folder(out))
     if distributed.is_main():
         samples.save(out)
         if grid:
@@ -212,6 +213,7 @@ def sample(run_dir, count, sampler, assignments, steps, seed, batch_size, out, g
         if trajectory:
             images, frames = samples.path_grid()
             save_grid(trajectory, images, nrow=frames)
+    discard_batches(out)
     meta = samples.meta
     merged = f" run as {meta['jumps']} distinct jumps (the spacing merges integer timesteps)" \
         if meta["jumps"] != meta["steps"] else ""

@@ -7,9 +7,12 @@ directory alone; `Run.plan` decides once which sampler, options and steps a samp
 
 import dataclasses
 import functools
+import hashlib
 import inspect
+import json
 import platform
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,16 +261,17 @@ class Run:
         return draws.seeded(seed, index)
 
     def sample(self, n, sampler=None, options=None, steps=None, seed=0, batch_size=256, trajectory=0, console=None,
-               classes=None, guidance=0.0, plan=None):
+               classes=None, guidance=0.0, plan=None, batches=None):
         """n samples (from prior draws only) as `Samples`: uint8 images, meta, labels, and the reverse path of the
-        first `trajectory` images. `plan` (from `plan`) stands for sampler, options, steps and guidance.
+        first `trajectory` images. `plan` (from `plan`) stands for sampler, options, steps and guidance. `batches`, a
+        folder, keeps each finished batch (`BatchStore`): the same request after an interruption draws only the rest.
 
         A conditional run draws `classes` (see `labels`; default all ten, balanced) with guidance scale w. Batch i
         draws from the generator of (seed, i) alone, so under torchrun each rank samples every world_size-th batch
         and the gathered result is the same, bit for bit, as one process's."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from diffkit.samples import MAX_BATCH, Samples, check_count, class_counts
+        from diffkit.samples import MAX_BATCH, BatchStore, Samples, check_count, class_counts
 
         check_count(n)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
@@ -281,21 +285,37 @@ class Run:
         starts = list(range(0, n, batch_size))
         sizes = [min(batch_size, n - i) for i in starts]
         mine = list(range(distributed.rank(), len(sizes), distributed.world_size()))
-        done, path = {}, None
+        done, seconds, path = {}, {}, None
+        store = None if batches is None else BatchStore(batches, self._request_key(plan, n, seed, batch_size, labels,
+                                                                                   trajectory))
+        if store is not None and store.done() and console is not None and distributed.is_main():
+            console.print(f"[dim]resuming: {store.done()} of {len(sizes)} batches already drawn")
         columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:
             task = progress.add_task("sample", total=len(mine) * plan.jumps)  # on_step comes once a jump
             for index in mine:
-                batch_labels = None if labels is None else labels[starts[index]:starts[index] + sizes[index]]
-                done[index], batch_path = self._sample_batch(plan, index, sizes[index], shape, seed, batch_labels,
-                                                             trajectory, lambda: progress.advance(task))
+                stored = None if store is None else store.get(index)
+                if stored is not None:
+                    done[index], batch_path, seconds[index] = stored
+                    progress.advance(task, plan.jumps)
+                else:
+                    tick = time.perf_counter()
+                    batch_labels = None if labels is None else labels[starts[index]:starts[index] + sizes[index]]
+                    done[index], batch_path = self._sample_batch(plan, index, sizes[index], shape, seed, batch_labels,
+                                                                 trajectory, lambda: progress.advance(task))
+                    seconds[index] = time.perf_counter() - tick
+                    if store is not None:
+                        store.put(index, done[index], batch_path, seconds[index])
                 path = batch_path or path
         for part in distributed.gather(done):
             done.update(part)
+        for part in distributed.gather(seconds):
+            seconds.update(part)
         path = distributed.gather(path)[0]  # batch 0 is rank 0's
         meta = {
             "n": n, "seed": seed, "batch_size": batch_size,
+            "seconds": sum(seconds.values()) / distributed.world_size(),  # resumed batches: as long as they took
             "sampler": plan.name, "sampler_options": plan.sampler.options.__dict__,
             "steps": plan.steps, "jumps": plan.jumps, "nfe": plan.nfe,
             **({"classes": class_counts(labels, self.network.classes), "guidance": plan.guidance}
@@ -305,6 +325,16 @@ class Run:
             "versions": self.versions(plan.component),
         }
         return Samples(torch.cat([done[i] for i in range(len(sizes))]), meta, path, labels)
+
+    def _request_key(self, plan, n, seed, batch_size, labels, trajectory):
+        """What decides a request's batches, hashed: the weights, the sampler and its settings, N, seed, batch size,
+        the classes asked for and the code (a BatchStore of another key is emptied)."""
+        request = {"weights": self.weights_sha256, "sampler": plan.name, "options": plan.sampler.options.__dict__,
+                   "steps": plan.steps, "guidance": plan.guidance, "n": n, "seed": seed, "batch_size": batch_size,
+                   "labels": None if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest(),
+                   "trajectory": trajectory,
+                   "code": self.code(plan.component)}
+        return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
     def _sample_batch(self, plan, index, size, shape, seed, labels, trajectory, on_step):
         """Batch `index`: uint8 images on the CPU, and the reverse path of its first `trajectory` images when it

@@ -3,13 +3,16 @@ their .npz file (`Run.sample` makes them).
 """
 
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffkit.atomic import atomic_path
+from diffkit import distributed
+from diffkit.atomic import atomic_path, write_text
 from diffkit.errors import DiffkitError
 
 
@@ -52,8 +55,6 @@ def class_counts(labels, classes):
 def save_samples(path, images, meta, labels=None):
     """npz with `images` uint8 (N, H, W) for 1 channel or (N, H, W, C), `meta` as a JSON string and, for a
     conditional run, `labels` int64 (N,): the class each image was asked to be (the null label: no class)."""
-    from pathlib import Path
-
     folder = isinstance(path, (str, Path)) and Path(path).is_dir()
     if folder or not isinstance(path, (str, Path)) or not str(path).endswith(".npz"):
         raise DiffkitError(f"samples are saved to a .npz file, not {str(path)!r}" + (" (a folder)" if folder else ""))
@@ -110,3 +111,57 @@ def checked_labels(labels, count, path):
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
         raise DiffkitError(f"{path}: 'labels' must be one integer class per image (got {labels.dtype} {labels.shape})")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+class BatchStore:
+    """The finished batches of one sampling request, in a hidden folder beside its output, so that an interrupted
+    `diffkit sample` or compare sampling cell goes on from where it stopped. Batch i is drawn from the generator of
+    (seed, i) alone, so a batch read back is the very batch that would be drawn again. The folder holds the
+    request's key; a folder made for another request (other weights, sampler, seed, N...) is emptied first."""
+
+    def __init__(self, folder, key):
+        self.folder, self.key = Path(folder), key
+        if distributed.is_main():
+            marker = self.folder / "request"
+            if self.folder.is_dir() and (not marker.is_file() or marker.read_text() != key):
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not marker.is_file():
+                write_text(marker, key)
+        distributed.barrier()
+
+    def _file(self, index):
+        return self.folder / f"batch-{index:06d}.npz"
+
+    def done(self):
+        """How many batches the folder holds."""
+        return len(list(self.folder.glob("batch-*.npz")))
+
+    def get(self, index):
+        """(uint8 images, reverse path or None, seconds it took) of batch `index`, or None when it is not stored
+        (or unreadable: it is drawn again)."""
+        try:
+            with np.load(self._file(index), allow_pickle=False) as data:
+                path = list(torch.from_numpy(data["path"])) if "path" in data.files else None
+                return torch.from_numpy(data["images"]), path, float(data["seconds"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+
+    def put(self, index, images, path, seconds):
+        with atomic_path(self._file(index)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=images.numpy(), seconds=np.array(seconds),
+                         **({} if path is None else {"path": torch.stack(path).numpy()}))
+
+
+
+def batches_folder(out):
+    """Where the finished batches of the samples for file `out` wait (see BatchStore): .NAME.batches beside it."""
+    out = Path(out)
+    return out.parent / f".{out.name}.batches"
+
+
+def discard_batches(out):
+    """Delete the batches of `out` once `out` itself is written."""
+    if distributed.is_main():
+        shutil.rmtree(batches_folder(out), ignore_errors=True)

@@ -41,6 +41,7 @@ def test_train_then_sample_round_trip(runner, tmp_path):
     assert (meta["sampler"], meta["steps"], meta["nfe"], meta["seed"], meta["training_step"]) == ("ddim", 4, 4, 0, 4)
     assert meta["config"]["network"] == "cnn" and "sampler:ddim" in meta["versions"]
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "t.png").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "s.npz", "s.png", "t.png"]  # its batches folder is gone
 
     again = invoke(runner, "sample", run, "-n", 5, "--steps", 4, "--out", tmp_path / "s2.npz")
     assert again.exit_code == 0, again.output

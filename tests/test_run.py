@@ -161,6 +161,30 @@ def test_one_train_builds_the_network_once(tmp_path, monkeypatch):
     assert len(built) == 1  # the EMA copy is a deepcopy, not a second construction
 
 
+def test_an_interrupted_sample_draws_only_the_batches_it_lacks(tmp_path, monkeypatch):
+    run = Run.build(make_config(network="cnn", options=TINY_OPTIONS))
+    request = dict(steps=2, seed=3, batch_size=3, trajectory=2)
+    whole = run.sample(10, **request)  # 4 batches: 3, 3, 3, 1
+    real, drawn = run._sample_batch, []
+
+    def stop_at_batch_2(plan, index, *args):
+        if index == 2:
+            raise KeyboardInterrupt
+        return real(plan, index, *args)
+
+    monkeypatch.setattr(run, "_sample_batch", stop_at_batch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run.sample(10, batches=tmp_path / "b", **request)
+    assert sorted(p.name for p in (tmp_path / "b").glob("batch-*")) == ["batch-000000.npz", "batch-000001.npz"]
+    monkeypatch.setattr(run, "_sample_batch", lambda plan, index, *args: drawn.append(index) or real(plan, index, *args))
+    resumed = run.sample(10, batches=tmp_path / "b", **request)
+    assert drawn == [2, 3] and torch.equal(resumed.images, whole.images)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.path, whole.path, strict=True))  # batch 0's path, read back
+    drawn.clear()
+    other = run.sample(10, batches=tmp_path / "b", **{**request, "seed": 4})  # another request: the folder is emptied
+    assert drawn == [0, 1, 2, 3] and not torch.equal(other.images, whole.images)
+
+
 def count_calls(monkeypatch, *names):
     """{name: calls} of functions that diffkit's modules import by name, counted wherever they are called from."""
     import sys

@@ -42,7 +42,6 @@ How the work is split into cells, run by an executor and resumed is in diffkit_e
 import dataclasses
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from diffkit import distributed
 from diffkit.checkpoint import has_checkpoint, load_checkpoint
 from diffkit.config import RunConfig, read_toml
 from diffkit.errors import DiffkitError
-from diffkit.samples import load_samples, save_samples
+from diffkit.samples import batches_folder, discard_batches, load_samples, save_samples
 from diffkit.images import save_grid
 from diffkit.plugins import get_component, provenance
 from diffkit.run import Run, make_config, resolve_config
@@ -307,15 +306,15 @@ def ensure_sampled(pair, run_dir, path, n, seed, console, device, key):
             console.print(f"[dim]reusing {escape(str(path))} (the same weights, sampler, seed and code)")
             return cached.images, {**cached.meta, "reused": True}, cached.labels
     distributed.barrier()  # every rank has decided to sample before rank 0 may write the file
-    start = time.perf_counter()
-    samples = run.sample(n, seed=seed, trajectory=8, console=console, plan=plan)
-    meta = {**samples.meta, "seconds": time.perf_counter() - start, "request": [pair.sampler, pair.steps, pair.options],
+    samples = run.sample(n, seed=seed, trajectory=8, console=console, plan=plan, batches=batches_folder(path))
+    meta = {**samples.meta, "request": [pair.sampler, pair.steps, pair.options],
             "train_seconds": run.state.get("train_seconds"), "images_seen": run.state.get("images_seen"),
             "cache_key": key}
     if distributed.is_main():
         strip, frames = samples.path_grid()
         save_grid(path_strip(path), strip, nrow=frames)
         save_samples(path, samples.images, meta, samples.labels)
+    discard_batches(path)
     return samples.images, meta, samples.labels
 
 
