@@ -288,8 +288,9 @@ class Run:
         done, seconds, path = {}, {}, None
         store = None if batches is None else BatchStore(batches, self._request_key(plan, n, seed, batch_size, labels,
                                                                                    trajectory))
-        if store is not None and store.done() and console is not None and distributed.is_main():
-            console.print(f"[dim]resuming: {store.done()} of {len(sizes)} batches already drawn")
+        resumed = 0 if store is None else store.done()
+        if resumed and console is not None and distributed.is_main():
+            console.print(f"[dim]resuming: {resumed} of {len(sizes)} batches already drawn")
         columns = (TextColumn(f"[bold]sample[/] {plan.name}×{plan.steps}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not distributed.is_main()) as progress:

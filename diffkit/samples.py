@@ -120,7 +120,7 @@ class BatchStore:
     request's key; a folder made for another request (other weights, sampler, seed, N...) is emptied first."""
 
     def __init__(self, folder, key):
-        self.folder, self.key = Path(folder), key
+        self.folder = Path(folder)
         if distributed.is_main():
             marker = self.folder / "request"
             if self.folder.is_dir() and (not marker.is_file() or marker.read_text() != key):
@@ -152,7 +152,6 @@ class BatchStore:
             with open(tmp, "wb") as f:
                 np.savez(f, images=images.numpy(), seconds=np.array(seconds),
                          **({} if path is None else {"path": torch.stack(path).numpy()}))
-
 
 
 def batches_folder(out):

@@ -60,11 +60,12 @@ def build(kind):
 
 
 def read_space(path, kind, expected_sha256=None):
-    """(model on the CPU, info) from a space's safetensors file, its hash checked when one is pinned: the bytes
-    checked are the bytes loaded."""
+    """(model on the CPU, info with the file's "file_sha256") from a space's safetensors file, its hash checked
+    when one is pinned: the bytes hashed are the bytes loaded."""
     try:
         data = Path(path).read_bytes()
-        if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        digest = hashlib.sha256(data).hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
             raise DiffkitError(f"{path} does not match the sha256 pinned for it: the file was changed or "
                                f"damaged; reinstall diffkit")
         tensors = load_bytes(data)
@@ -76,7 +77,7 @@ def read_space(path, kind, expected_sha256=None):
         model.load_state_dict(tensors)
     except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
         raise DiffkitError(f"cannot read feature space {path}: {exc}".splitlines()[0]) from None
-    return model.eval(), info
+    return model.eval(), {**info, "file_sha256": digest}
 
 
 def load_space(kind, dataset, device="cpu", path=None):
@@ -84,13 +85,13 @@ def load_space(kind, dataset, device="cpu", path=None):
     pinned hash, or the local one in `path` (made by `diffkit features train`, named after its own hash)."""
     if path:
         model, info = read_space(path, kind)
-        return model.to(device), {**info, "name": info.get("name", Path(path).stem), "file_sha256": file_sha256(path)}
+        return model.to(device), {**info, "name": info.get("name", Path(path).stem)}
     name = shipped_name(kind, dataset)
     if name not in SHIPPED:
         raise DiffkitError(f"no {kind} feature space ships for dataset {dataset!r}; train one with `diffkit features "
                            f"train --dataset {dataset} --out FOLDER` and pass --space-option {kind}.weights=FILE")
     model, info = read_space(WEIGHTS / f"{name}.safetensors", kind, SHIPPED[name])
-    return model.to(device), {**info, "name": name, "file_sha256": SHIPPED[name]}
+    return model.to(device), {**info, "name": name}
 
 
 def local_name(kind, dataset, info):
