@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from diffkit import distributed
-from diffkit.atomic import atomic_path, write_text
+from diffkit.atomic import atomic_path, refuse_link, write_text
 from diffkit.errors import DiffkitError
 
 
@@ -121,6 +121,10 @@ class BatchStore:
 
     def __init__(self, folder, key):
         self.folder = Path(folder)
+        refuse_link(self.folder, "a sampling's finished batches")  # checked on every rank, so all stop alike
+        if self.folder.exists() and not self.folder.is_dir():
+            raise DiffkitError(f"{self.folder} is a file; diffkit keeps a sampling's finished batches in a folder "
+                               f"of that name: remove the file and run again")
         if distributed.is_main():
             marker = self.folder / "request"
             if self.folder.is_dir() and (not marker.is_file() or marker.read_text() != key):

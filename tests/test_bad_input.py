@@ -67,6 +67,7 @@ def world(tmp_path_factory):
     (root / "compile-maybe.toml").write_text('compile = "maybe"\n')
     (root / "precision-16.toml").write_text("precision = 16\n")
     (root / "afile").write_text("x")
+    (root / ".blocked.npz.batches").write_text("x")  # where `--out blocked.npz` keeps its finished batches
     (root / "folder.npz").mkdir()
     (root / "folder.png").mkdir()
     (root / "folder.json").mkdir()
@@ -196,6 +197,7 @@ CASES = [
     (["evaluate", "{world}/good.npz", "--guidance", "2"], "--guidance applies when SOURCE is a conditional run"),
     (["sample", "{world}/run", "--out", "{world}/folder.npz"], "is a folder"),
     (["sample", "{world}/run", "--out", "{world}/afile/s.npz"], "is a file, not a folder"),
+    (["sample", "{world}/run", "--out", "{world}/blocked.npz"], "keeps a sampling's finished batches in a folder"),
     (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{world}/folder.png"], "--grid"),
     (["sample", "{world}/run", "--out", "{new}/s.npz", "--grid", "{new}/g.jpg"], "--grid must be a .png file"),
     (["sample", "{world}/run", "--out", "{new}/s.npz", "--trajectory", "{new}/t.txt"], "--trajectory must be a .png file"),
